@@ -1,0 +1,122 @@
+"""Provider registry: who can serve an op, in which order, and why the others cannot.
+
+Capability checks return a reason string (None = can serve). Dispatch walks the device's priority
+list; an explicit choice (``provider=`` or ``MINDCORE_PROVIDER``) that cannot serve raises with its
+reason instead of silently falling back.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from . import _ext
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+PRIORITY = {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference", "triton")}
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    reason: Callable[[torch.device, Optional[torch.dtype]], Optional[str]]
+    load: Callable[[], Callable]  # returns the implementation (imported lazily)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _triton_reason(op):
+    def reason(device, dtype):
+        if dtype is not None and dtype not in FLOAT_DTYPES:
+            return f"dtype {dtype} not supported"
+        if device.type == "cpu" and not _interpreting():
+            return "triton runs on CUDA devices (on the CPU only under TRITON_INTERPRET=1)"
+        if device.type not in ("cpu", "cuda"):
+            return f"no triton support for device {device.type}"
+        try:
+            import triton  # noqa: F401
+        except Exception as exc:
+            return f"triton is not importable ({type(exc).__name__}: {exc})"
+        return None
+    return reason
+
+
+def _native_reason(op, device_type):
+    def reason(device, dtype):
+        if device.type != device_type:
+            return f"the {device_type} provider serves {device_type} tensors, got {device.type}"
+        if dtype is not None and dtype not in FLOAT_DTYPES:
+            return f"dtype {dtype} not supported"
+        if not _ext.available():
+            return f"mindcore._C is not loaded ({_ext.load_error or 'not built'})"
+        info = _ext.build_info()
+        if device_type == "cuda" and not info.get("cuda"):
+            return "mindcore._C was built without CUDA (torch without CUDA or no nvcc at build time)"
+        if not hasattr(torch.ops.mindcore, op):
+            return f"mindcore._C does not register mindcore::{op}"
+        return None
+    return reason
+
+
+def _native_impl(op):
+    return lambda: getattr(torch.ops.mindcore, op)
+
+
+def _module_impl(module, attr):
+    return lambda: getattr(importlib.import_module(module), attr)
+
+
+def _providers_for(op):
+    return {
+        "reference": Provider("reference", lambda device, dtype: None,
+                              _module_impl(f"mindcore.reference.{op}", op)),
+        "cpu": Provider("cpu", _native_reason(op, "cpu"), _native_impl(op)),
+        "cuda": Provider("cuda", _native_reason(op, "cuda"), _native_impl(op)),
+        "triton": Provider("triton", _triton_reason(op), _module_impl(f"mindcore.kernels.{op}", op)),
+    }
+
+
+REGISTRY = {"perspective_cross_entropy": _providers_for("perspective_cross_entropy")}
+
+
+def _providers(op):
+    if op not in REGISTRY:
+        raise ValueError(f"unknown op {op!r}; known ops: {sorted(REGISTRY)}")
+    return REGISTRY[op]
+
+
+def reasons(op: str, device="cpu", dtype=None) -> dict:
+    """{provider: None if it can serve, else why not}, in the device's priority order."""
+    device = torch.device(device)
+    providers = _providers(op)
+    order = PRIORITY.get(device.type, ("reference",))
+    return {name: providers[name].reason(device, dtype) for name in order}
+
+
+def available_providers(op: str, device="cpu", dtype=None) -> list:
+    """Providers that can serve ``op`` on ``device``, best first."""
+    return [name for name, why in reasons(op, device, dtype).items() if why is None]
+
+
+def select(op: str, device, dtype, provider: Optional[str] = None):
+    """(name, implementation) for this call."""
+    providers = _providers(op)
+    explicit = provider or os.environ.get("MINDCORE_PROVIDER") or None
+    device = torch.device(device)
+    if explicit:
+        if explicit not in providers:
+            raise ValueError(f"provider={explicit!r} is unknown; choose one of {sorted(providers)} or None")
+        why = providers[explicit].reason(device, dtype)
+        if why is not None:
+            raise RuntimeError(f"provider {explicit!r} cannot serve {op} on {device} ({dtype}): {why}. "
+                               f"Available here: {available_providers(op, device, dtype)}")
+        return explicit, providers[explicit].load()
+    for name, why in reasons(op, device, dtype).items():
+        if why is None:
+            return name, providers[name].load()
+    raise RuntimeError(f"no provider can serve {op} on {device}: {reasons(op, device, dtype)}")
