@@ -7,6 +7,7 @@ reason instead of silently falling back.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -42,6 +43,8 @@ def _triton_reason(op):
             import triton  # noqa: F401
         except Exception as exc:
             return f"triton is not importable ({type(exc).__name__}: {exc})"
+        if importlib.util.find_spec(f"mindcore.kernels.{op}") is None:
+            return f"mindcore.kernels has no {op} kernel"
         return None
     return reason
 
@@ -103,11 +106,15 @@ def available_providers(op: str, device="cpu", dtype=None) -> list:
     return [name for name, why in reasons(op, device, dtype).items() if why is None]
 
 
-def select(op: str, device, dtype, provider: Optional[str] = None):
-    """(name, implementation) for this call."""
+_LOADED: dict = {}
+
+
+@torch.compiler.assume_constant_result
+def _resolve(op: str, device_type: str, device_index, dtype, provider) -> str:
+    """Pick (and import) the provider; torch.compile runs this once at trace time as a constant."""
     providers = _providers(op)
     explicit = provider or os.environ.get("MINDCORE_PROVIDER") or None
-    device = torch.device(device)
+    device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
     if explicit:
         if explicit not in providers:
             raise ValueError(f"provider={explicit!r} is unknown; choose one of {sorted(providers)} or None")
@@ -115,8 +122,18 @@ def select(op: str, device, dtype, provider: Optional[str] = None):
         if why is not None:
             raise RuntimeError(f"provider {explicit!r} cannot serve {op} on {device} ({dtype}): {why}. "
                                f"Available here: {available_providers(op, device, dtype)}")
-        return explicit, providers[explicit].load()
-    for name, why in reasons(op, device, dtype).items():
-        if why is None:
-            return name, providers[name].load()
-    raise RuntimeError(f"no provider can serve {op} on {device}: {reasons(op, device, dtype)}")
+        name = explicit
+    else:
+        name = next((n for n, why in reasons(op, device, dtype).items() if why is None), None)
+        if name is None:
+            raise RuntimeError(f"no provider can serve {op} on {device}: {reasons(op, device, dtype)}")
+    if (op, name) not in _LOADED:
+        _LOADED[(op, name)] = providers[name].load()
+    return name
+
+
+def select(op: str, device, dtype, provider: Optional[str] = None):
+    """(name, implementation) for this call; traceable by torch.compile without graph breaks."""
+    device = torch.device(device)
+    name = _resolve(op, device.type, device.index, dtype, provider)
+    return name, _LOADED[(op, name)]
