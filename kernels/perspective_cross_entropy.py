@@ -1,0 +1,390 @@
+"""Triton provider of ``perspective_cross_entropy`` (fused LM head + CE + per-path sums + inertia).
+
+Same provider signature and semantics as ``mindcore.reference.perspective_cross_entropy``.
+
+Design. Rows (tokens) are processed in chunks of R so that a chunk's R x V softmax fits a scratch
+budget (``SCRATCH_BYTES``). Per chunk, four launches, all stream-ordered (no host sync):
+
+  _logits_kernel       grid R/BM x V/BN   logits tile = H W^T (+ b), fp32 accumulation. Writes
+                                          e = exp(logit - tile max) in the input dtype, the per
+                                          (row, vocab tile) max and sum of e, and the target logit.
+  _rows_kernel         grid R/BR          online logsumexp across the tile stats -> lse, CE, atomic
+                                          per-path CE sums; with grads rewrites e in place into
+                                          dlogits = w_p / n_p * (softmax - onehot). The last program
+                                          of the call (atomic ticket, acq_rel) runs the epilogue:
+                                          path_loss, loss and the inertia update.
+  _grad_hidden_kernel  grid R/BM x d/BN   grad_H = dlogits @ W          (direct store)
+  _grad_weight_kernel  grid V/BM x d/BN   grad_W (+)= dlogits^T @ H_c   (+ grad_b column sums)
+
+Why this and not recompute: the three GEMMs are the 6*N*d*V floor. Recomputing the logits in a
+backward costs 8NdV with atomics on grad_W (which then needs a V x d fp32 buffer: 2.1 GB for
+Llama-3) or 10NdV with two owner-computes passes. Storing e = exp(logit - tile max) instead of the
+logits keeps bf16 storage safe: its relative error is one bf16 rounding of the probability (the
+same as a bf16 dlogits), whereas bf16 logits would be off by up to ~0.06 absolute before exp. The
+extra memory traffic (write e, read e / write dlogits, two GEMM reads: ~4 bytes x 2 per logit) is
+a few ms at H100 bandwidth against ~60-80 ms of tensor-core work at Llama-3 shapes.
+
+grad_W: one chunk -> direct store; several chunks -> fp32 scratch if it fits the budget, else the
+output itself is accumulated (read-modify-write, one rounding per chunk; 4 chunks at Llama-3-8B,
+N=16384). fp16 inputs: dlogits are stored in fp16 and may underflow like eager fp16 gradients.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+# Scratch (softmax chunk + optional fp32 grad_W accumulator) per call; <= 1 GiB at Llama-3-8B.
+SCRATCH_BYTES = int(os.environ.get("MINDCORE_PCE_SCRATCH_MB", "1024")) << 20
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _tile_index(pid, num_m, num_n, GROUP_M: tl.constexpr):
+    # Grouped ordering: GROUP_M row blocks sweep the columns together so operand strips stay in L2.
+    group = GROUP_M * num_n
+    first_m = (pid // group) * GROUP_M
+    size_m = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % group) % size_m
+    pid_n = (pid % group) // size_m
+    return pid_m, pid_n
+
+
+@triton.jit
+def _mma(a, b, acc, UPCAST: tl.constexpr, IEEE: tl.constexpr):
+    if UPCAST:  # interpreter: its bf16 arithmetic is not exact, products in fp32 are (like the MMA)
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    if IEEE:
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, b, acc)
+    return acc
+
+
+@triton.jit
+def _logits_kernel(h_ptr, w_ptr, b_ptr, tgt_ptr, e_ptr, stat_m_ptr, stat_s_ptr, tlogit_ptr,
+                   row0, rows, V, D, n_tiles,
+                   HAS_BIAS: tl.constexpr, STORE_E: tl.constexpr, UPCAST: tl.constexpr,
+                   IEEE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                   GROUP_M: tl.constexpr):
+    pid_m, pid_n = _tile_index(tl.program_id(0), tl.cdiv(rows, BM), n_tiles, GROUP_M)
+    r = pid_m * BM + tl.arange(0, BM)  # chunk-local rows
+    c = pid_n * BN + tl.arange(0, BN)
+    rmask = r < rows
+    cmask = c < V
+    hrow = (row0 + r).to(tl.int64) * D
+    wcol = c.to(tl.int64) * D
+    k = tl.arange(0, BK)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, D, BK):
+        kk = k0 + k
+        kmask = kk < D
+        a = tl.load(h_ptr + hrow[:, None] + kk[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
+        b = tl.load(w_ptr + wcol[None, :] + kk[:, None], mask=kmask[:, None] & cmask[None, :], other=0.0)
+        acc = _mma(a, b, acc, UPCAST, IEEE)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    acc = tl.where(cmask[None, :], acc, float("-inf"))
+    m = tl.max(acc, axis=1)
+    e = tl.exp(acc - m[:, None])
+    stat = r.to(tl.int64) * n_tiles + pid_n
+    tl.store(stat_m_ptr + stat, m, mask=rmask)
+    tl.store(stat_s_ptr + stat, tl.sum(e, axis=1), mask=rmask)
+    t = tl.load(tgt_ptr + row0 + r, mask=rmask, other=-1)
+    hit = rmask & (t >= pid_n * BN) & (t < pid_n * BN + BN) & (t < V)
+    t_logit = tl.sum(tl.where(c[None, :] == t[:, None], acc, 0.0), axis=1)
+    tl.store(tlogit_ptr + row0 + r, t_logit, mask=hit)
+    if STORE_E:
+        e_ptrs = e_ptr + r.to(tl.int64)[:, None] * V + c[None, :]
+        tl.store(e_ptrs, e.to(e_ptr.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
+
+
+@triton.jit
+def _epilogue(psum_ptr, pw_ptr, ptok_ptr, ploss_ptr, loss_ptr, val_ptr, cnt_ptr, slots_ptr,
+              nval_ptr, ncnt_ptr, P, momentum, one_minus_momentum,
+              HAS_SLOTS: tl.constexpr, BP: tl.constexpr):
+    # Path sums were added by every program with atomics: read them from L2 (.cg), not L1.
+    loss = tl.zeros((BP,), dtype=tl.float32)
+    for p0 in range(0, P, BP):
+        pp = p0 + tl.arange(0, BP)
+        pm = pp < P
+        ps = tl.load(psum_ptr + pp, mask=pm, other=0.0, cache_modifier=".cg")
+        nt = tl.load(ptok_ptr + pp, mask=pm, other=0)
+        w = tl.load(pw_ptr + pp, mask=pm, other=0.0)
+        pl = tl.where(nt > 0, ps / tl.maximum(nt, 1).to(tl.float32), 0.0)
+        tl.store(ploss_ptr + pp, pl, mask=pm)
+        loss += w * pl
+    tl.store(loss_ptr, tl.sum(loss, axis=0))
+    if HAS_SLOTS:
+        # slot sums over paths sharing a slot: a P x P match (P is small; no scratch, no atomics).
+        for p0 in range(0, P, BP):
+            pp = p0 + tl.arange(0, BP)
+            pm = pp < P
+            sl = tl.load(slots_ptr + pp, mask=pm, other=-1)
+            tracked = pm & (sl >= 0) & (tl.load(ptok_ptr + pp, mask=pm, other=0) > 0)
+            s_sum = tl.zeros((BP,), dtype=tl.float32)
+            s_tok = tl.zeros((BP,), dtype=tl.int64)
+            for q0 in range(0, P, BP):
+                qq = q0 + tl.arange(0, BP)
+                qm = qq < P
+                sq = tl.load(slots_ptr + qq, mask=qm, other=-1)
+                nq = tl.load(ptok_ptr + qq, mask=qm, other=0)
+                psq = tl.load(psum_ptr + qq, mask=qm, other=0.0, cache_modifier=".cg")
+                match = (sl[:, None] == sq[None, :]) & (qm & (sq >= 0) & (nq > 0))[None, :]
+                s_sum += tl.sum(tl.where(match, psq[None, :], 0.0), axis=1)
+                s_tok += tl.sum(tl.where(match, nq[None, :], 0), axis=1)
+            s_loss = s_sum / tl.maximum(s_tok, 1).to(tl.float32)
+            upd = tracked & (s_loss == s_loss) & (tl.abs(s_loss) != float("inf"))
+            slot = tl.where(tracked, sl, 0)
+            v = tl.load(val_ptr + slot, mask=tracked, other=0.0)
+            n = tl.load(cnt_ptr + slot, mask=tracked, other=0)
+            blended = tl.where(n == 0, s_loss, momentum * v + one_minus_momentum * s_loss)
+            # Paths sharing a slot store the same values: benign duplicate writes.
+            tl.store(nval_ptr + slot, blended, mask=upd)
+            tl.store(ncnt_ptr + slot, n + 1, mask=upd)
+
+
+@triton.jit
+def _rows_kernel(tgt_ptr, pid_ptr, pw_ptr, ptok_ptr, e_ptr, stat_m_ptr, stat_s_ptr, tlogit_ptr,
+                 psum_ptr, ticket_ptr, total_programs,
+                 ploss_ptr, loss_ptr, val_ptr, cnt_ptr, slots_ptr, nval_ptr, ncnt_ptr,
+                 row0, rows, V, n_tiles, P, ignore_index, momentum, one_minus_momentum,
+                 WRITE_GRAD: tl.constexpr, HAS_SLOTS: tl.constexpr, BR: tl.constexpr,
+                 BT: tl.constexpr, TILE_N: tl.constexpr, BP: tl.constexpr):
+    r = tl.program_id(0) * BR + tl.arange(0, BR)
+    rmask = r < rows
+    stat_row = r.to(tl.int64) * n_tiles
+    # logsumexp across vocab tiles: lse = M + log(sum_t s_t exp(m_t - M)).
+    big_m = tl.full((BR,), float("-inf"), dtype=tl.float32)
+    for t0 in range(0, n_tiles, BT):
+        tt = t0 + tl.arange(0, BT)
+        msk = rmask[:, None] & (tt < n_tiles)[None, :]
+        m = tl.load(stat_m_ptr + stat_row[:, None] + tt[None, :], mask=msk, other=float("-inf"))
+        big_m = tl.maximum(big_m, tl.max(m, axis=1))
+    big_m = tl.where(rmask, big_m, 0.0)
+    total = tl.zeros((BR,), dtype=tl.float32)
+    for t0 in range(0, n_tiles, BT):
+        tt = t0 + tl.arange(0, BT)
+        msk = rmask[:, None] & (tt < n_tiles)[None, :]
+        m = tl.load(stat_m_ptr + stat_row[:, None] + tt[None, :], mask=msk, other=float("-inf"))
+        s = tl.load(stat_s_ptr + stat_row[:, None] + tt[None, :], mask=msk, other=0.0)
+        total += tl.sum(s * tl.exp(m - big_m[:, None]), axis=1)
+    lse = big_m + tl.log(tl.where(rmask, total, 1.0))
+
+    t = tl.load(tgt_ptr + row0 + r, mask=rmask, other=ignore_index)
+    valid = rmask & (t != ignore_index)
+    path = tl.load(pid_ptr + row0 + r, mask=rmask, other=0)
+    t_logit = tl.load(tlogit_ptr + row0 + r, mask=valid, other=0.0)
+    ce = tl.where(valid, lse - t_logit, 0.0)
+    tl.atomic_add(psum_ptr + path, ce, mask=valid)
+
+    if WRITE_GRAD:
+        w = tl.load(pw_ptr + path, mask=valid, other=0.0)
+        n = tl.load(ptok_ptr + path, mask=valid, other=1)
+        scale = tl.where(valid, w / tl.maximum(n, 1).to(tl.float32), 0.0)
+        e_row = r.to(tl.int64) * V
+        for tile in range(0, n_tiles):
+            c = tile * TILE_N + tl.arange(0, TILE_N)
+            msk = rmask[:, None] & (c < V)[None, :]
+            f = tl.exp(tl.load(stat_m_ptr + stat_row + tile, mask=rmask, other=0.0) - lse)
+            ptrs = e_ptr + e_row[:, None] + c[None, :]
+            prob = tl.load(ptrs, mask=msk, other=0.0).to(tl.float32) * f[:, None]
+            onehot = ((c[None, :] == t[:, None]) & valid[:, None]).to(tl.float32)
+            tl.store(ptrs, (scale[:, None] * (prob - onehot)).to(e_ptr.dtype.element_ty), mask=msk)
+
+    # Last program of the whole call (over all chunks) runs the epilogue: the ticket is acq_rel, so
+    # every other program's path-sum atomics are visible once it holds the final ticket.
+    tl.debug_barrier()
+    ticket = tl.atomic_add(ticket_ptr, 1, sem="acq_rel")
+    if ticket == total_programs - 1:
+        _epilogue(psum_ptr, pw_ptr, ptok_ptr, ploss_ptr, loss_ptr, val_ptr, cnt_ptr, slots_ptr,
+                  nval_ptr, ncnt_ptr, P, momentum, one_minus_momentum, HAS_SLOTS, BP)
+
+
+@triton.jit
+def _grad_hidden_kernel(g_ptr, w_ptr, gh_ptr, row0, rows, V, D,
+                        UPCAST: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr,
+                        BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):
+    pid_m, pid_n = _tile_index(tl.program_id(0), tl.cdiv(rows, BM), tl.cdiv(D, BN), GROUP_M)
+    r = pid_m * BM + tl.arange(0, BM)
+    dc = pid_n * BN + tl.arange(0, BN)
+    rmask = r < rows
+    dmask = dc < D
+    g_row = r.to(tl.int64) * V
+    k = tl.arange(0, BK)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for v0 in range(0, V, BK):
+        vv = v0 + k
+        vmask = vv < V
+        a = tl.load(g_ptr + g_row[:, None] + vv[None, :], mask=rmask[:, None] & vmask[None, :], other=0.0)
+        b = tl.load(w_ptr + vv.to(tl.int64)[:, None] * D + dc[None, :],
+                    mask=vmask[:, None] & dmask[None, :], other=0.0)
+        acc = _mma(a, b, acc, UPCAST, IEEE)
+    out = gh_ptr + (row0 + r).to(tl.int64)[:, None] * D + dc[None, :]
+    tl.store(out, acc.to(gh_ptr.dtype.element_ty), mask=rmask[:, None] & dmask[None, :])
+
+
+@triton.jit
+def _grad_weight_kernel(g_ptr, h_ptr, gw_ptr, gb_ptr, row0, rows, V, D,
+                        ACCUMULATE: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
+                        IEEE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                        GROUP_M: tl.constexpr):
+    pid_m, pid_n = _tile_index(tl.program_id(0), tl.cdiv(V, BM), tl.cdiv(D, BN), GROUP_M)
+    vr = pid_m * BM + tl.arange(0, BM)  # vocab rows of grad_W: owned by this program
+    dc = pid_n * BN + tl.arange(0, BN)
+    vmask = vr < V
+    dmask = dc < D
+    k = tl.arange(0, BK)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    bias_acc = tl.zeros((BM,), dtype=tl.float32)
+    for k0 in range(0, rows, BK):
+        kk = k0 + k
+        kmask = kk < rows
+        a = tl.load(g_ptr + kk.to(tl.int64)[None, :] * V + vr[:, None],
+                    mask=vmask[:, None] & kmask[None, :], other=0.0)  # dlogits^T tile
+        b = tl.load(h_ptr + (row0 + kk).to(tl.int64)[:, None] * D + dc[None, :],
+                    mask=kmask[:, None] & dmask[None, :], other=0.0)
+        acc = _mma(a, b, acc, UPCAST, IEEE)
+        if HAS_BIAS:
+            if pid_n == 0:
+                bias_acc += tl.sum(a.to(tl.float32), axis=1)
+    out = gw_ptr + vr.to(tl.int64)[:, None] * D + dc[None, :]
+    omask = vmask[:, None] & dmask[None, :]
+    if ACCUMULATE:
+        acc += tl.load(out, mask=omask, other=0.0).to(tl.float32)
+    tl.store(out, acc.to(gw_ptr.dtype.element_ty), mask=omask)
+    if HAS_BIAS:
+        if pid_n == 0:  # fp32 scratch, zero-initialised: accumulate over chunks
+            tl.store(gb_ptr + vr, tl.load(gb_ptr + vr, mask=vmask, other=0.0) + bias_acc, mask=vmask)
+
+
+def _configs(device, d):
+    """Block sizes: tiny under the interpreter; Hopper-sized wgmma tiles on sm90+."""
+    if _interpreting() or device.type != "cuda":
+        return dict(mm=dict(BM=16, BN=16, BK=16, GROUP_M=2), warps=1, stages=1, BR=8, BT=16, BP=16)
+    major, _ = torch.cuda.get_device_capability(device)
+    bn_d = 256 if d % 256 == 0 else 128  # grad tiles over d: avoid a half-empty last tile (d=896)
+    if major >= 9:
+        return dict(mm=dict(BM=128, BN=256, BK=64, GROUP_M=8), bn_d=bn_d, warps=8, stages=3,
+                    BR=16, BT=128, BP=128)
+    return dict(mm=dict(BM=128, BN=128, BK=32, GROUP_M=8), bn_d=128, warps=4, stages=4,
+                BR=16, BT=128, BP=128)
+
+
+def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count,
+            path_slots, ignore_index, momentum, compute_grad, chunk_rows: Optional[int] = None):
+    n, d = hidden.shape
+    v = weight.shape[0]
+    num_paths = path_weights.shape[0]
+    dev = hidden.device
+    hidden, weight = hidden.contiguous(), weight.contiguous()
+    bias = None if bias is None else bias.contiguous()
+    targets, path_ids = targets.contiguous(), path_ids.contiguous()
+    path_weights = path_weights.float().contiguous()
+    path_slots = path_slots.contiguous()
+    cfg = _configs(dev, d)
+    mm = cfg["mm"]
+    launch = dict(num_warps=cfg["warps"], num_stages=cfg["stages"])
+    tile_n = mm["BN"]
+    n_tiles = triton.cdiv(v, tile_n)
+    upcast = _interpreting()
+    ieee = hidden.dtype == torch.float32
+    e_dtype = hidden.dtype
+
+    # Tokens per path first (scale = w_p / n_p is needed while forming dlogits); no host sync.
+    valid = (targets != ignore_index).to(torch.int64)
+    path_tokens = torch.zeros(num_paths, dtype=torch.int64, device=dev).index_add_(0, path_ids, valid)
+
+    # Chunk rows: the softmax chunk (and, when it fits, an fp32 grad_W accumulator) in the budget.
+    gw_acc_bytes = v * d * 4 if (compute_grad and hidden.dtype != torch.float32) else 0
+    fp32_acc = gw_acc_bytes <= SCRATCH_BYTES // 2
+    e_budget = SCRATCH_BYTES - (gw_acc_bytes if fp32_acc else 0)
+    if chunk_rows is None:
+        per_row = v * e_dtype.itemsize if compute_grad else n_tiles * 8
+        chunk_rows = max(mm["BM"], (e_budget // max(per_row, 1)) // mm["BM"] * mm["BM"])
+    rows_c = max(1, min(n, chunk_rows))
+    chunks = [(s, min(n, s + rows_c) - s) for s in range(0, n, rows_c)] or [(0, 0)]
+    single = len(chunks) == 1
+
+    e_buf = torch.empty((rows_c, v) if compute_grad else (1,), dtype=e_dtype, device=dev)
+    stat_m = torch.empty(rows_c, n_tiles, dtype=torch.float32, device=dev)
+    stat_s = torch.empty_like(stat_m)
+    t_logit = torch.empty(n, dtype=torch.float32, device=dev)
+    path_sum = torch.zeros(num_paths, dtype=torch.float32, device=dev)
+    ticket = torch.zeros(1, dtype=torch.int32, device=dev)
+    loss = torch.empty((), dtype=torch.float32, device=dev)
+    path_loss = torch.empty(num_paths, dtype=torch.float32, device=dev)
+    new_value, new_count = inertia_value.clone(), inertia_count.clone()
+    has_slots = inertia_value.shape[0] > 0
+
+    if compute_grad:
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.empty_like(weight)
+        gw_target = grad_weight if (single or not fp32_acc or weight.dtype == torch.float32) \
+            else torch.empty(v, d, dtype=torch.float32, device=dev)
+        grad_bias32 = torch.zeros(v, dtype=torch.float32, device=dev) if bias is not None else None
+    br = cfg["BR"]
+    total_programs = sum(max(1, triton.cdiv(rows, br)) for _, rows in chunks)
+    dummy = path_sum  # stands in for absent optional pointers (never dereferenced)
+    for i, (row0, rows) in enumerate(chunks):
+        if rows:
+            _logits_kernel[(triton.cdiv(rows, mm["BM"]) * n_tiles,)](
+                hidden, weight, bias if bias is not None else dummy, targets, e_buf, stat_m, stat_s,
+                t_logit, row0, rows, v, d, n_tiles, HAS_BIAS=bias is not None, STORE_E=compute_grad,
+                UPCAST=upcast, IEEE=ieee, **mm, **launch)
+        _rows_kernel[(max(1, triton.cdiv(rows, br)),)](
+            targets, path_ids, path_weights, path_tokens, e_buf, stat_m, stat_s, t_logit,
+            path_sum, ticket, total_programs,
+            path_loss, loss, inertia_value, inertia_count, path_slots, new_value, new_count,
+            row0, rows, v, n_tiles, num_paths, ignore_index, float(momentum), 1.0 - float(momentum),
+            WRITE_GRAD=compute_grad, HAS_SLOTS=has_slots, BR=br, BT=cfg["BT"], TILE_N=tile_n,
+            BP=cfg["BP"], num_warps=4 if not upcast else 1)
+        if not compute_grad or not rows:
+            continue
+        bm, bk, bn_d = mm["BM"], mm["BK"], cfg.get("bn_d", mm["BN"])
+        _grad_hidden_kernel[(triton.cdiv(rows, bm) * triton.cdiv(d, bn_d),)](
+            e_buf, weight, grad_hidden, row0, rows, v, d, UPCAST=upcast, IEEE=ieee,
+            BM=bm, BN=bn_d, BK=bk, GROUP_M=mm["GROUP_M"], **launch)
+        _grad_weight_kernel[(triton.cdiv(v, bm) * triton.cdiv(d, bn_d),)](
+            e_buf, hidden, gw_target, grad_bias32 if bias is not None else dummy, row0, rows, v, d,
+            ACCUMULATE=i > 0, HAS_BIAS=bias is not None, UPCAST=upcast, IEEE=ieee,
+            BM=bm, BN=bn_d, BK=bk, GROUP_M=mm["GROUP_M"], **launch)
+    if compute_grad:
+        if gw_target is not grad_weight:
+            grad_weight.copy_(gw_target)
+        grad_bias = grad_bias32.to(bias.dtype) if bias is not None else hidden.new_empty(0)
+        grads = (grad_hidden, grad_weight, grad_bias)
+    else:
+        grads = (hidden.new_empty(0), hidden.new_empty(0), hidden.new_empty(0))
+    return (loss, path_loss, path_tokens, new_value, new_count) + grads
+
+
+@torch.library.custom_op("mindcore::perspective_cross_entropy_triton", mutates_args=())
+def _op(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], targets: torch.Tensor,
+        path_ids: torch.Tensor, path_weights: torch.Tensor, inertia_value: torch.Tensor,
+        inertia_count: torch.Tensor, path_slots: torch.Tensor, ignore_index: int, momentum: float,
+        compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count,
+                   path_slots, ignore_index, momentum, compute_grad)
+
+
+@_op.register_fake
+def _(*args):
+    from mindcore.ops.perspective_cross_entropy import fake_outputs  # lazy: avoids an import cycle
+    return fake_outputs(*args)
+
+
+def perspective_cross_entropy(hidden, weight, bias, targets, path_ids, path_weights,
+                              inertia_value, inertia_count, path_slots,
+                              ignore_index=-100, momentum=0.9, compute_grad=True):
+    """Provider entry point (signature of mindcore.reference.perspective_cross_entropy)."""
+    return _op(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count,
+               path_slots, int(ignore_index), float(momentum), bool(compute_grad))
