@@ -1,0 +1,254 @@
+// Schema of mindcore::perspective_cross_entropy and its device-generic chunked driver.
+//
+// The full (N, V) logits never exist. float32 inputs take one token-chunked pass with three GEMMs
+// per chunk (logits, grad_hidden, grad_weight += G^T H); the grad_weight output is the fp32
+// accumulator. bfloat16/float16 inputs take a vocab-blocked two-pass scheme in fp32 (stats pass,
+// then recompute + gradient pass): fp32 GEMMs are far faster than low-precision ones on the CPU and
+// logits never get rounded, while only a (block x d) slice of the weight and its gradient is ever
+// held in fp32 (not a V x d copy).
+#include "perspective_cross_entropy.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Config.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "build_info.h"
+
+namespace mindcore {
+namespace {
+
+// fp32 logits materialised at once: 2^25 values = 128 MiB (220 rows of a 152k vocabulary).
+constexpr int64_t kChunkElems = int64_t{1} << 25;
+// Narrowest vocab block of the two-pass scheme: keeps its GEMMs efficient for very large N.
+constexpr int64_t kMinBlockCols = 4096;
+
+constexpr const char* kOp = "perspective_cross_entropy: ";
+
+void check_inputs(const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                  const at::Tensor& targets, const at::Tensor& path_ids, const at::Tensor& path_weights,
+                  const at::Tensor& inertia_value, const at::Tensor& inertia_count, const at::Tensor& path_slots) {
+  TORCH_CHECK(hidden.dim() == 2, kOp, "hidden must be (N, d), got shape ", hidden.sizes());
+  const auto dt = hidden.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf, kOp, "hidden has dtype ", dt,
+              "; use float32, bfloat16 or float16");
+  const int64_t n = hidden.size(0), d = hidden.size(1);
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == d, kOp, "weight must be (V, d) with d = ", d,
+              ", got shape ", weight.sizes());
+  TORCH_CHECK(weight.scalar_type() == dt, kOp, "weight has dtype ", weight.scalar_type(), " but hidden has ",
+              dt, "; cast both to one dtype");
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), kOp, "bias must be (V,) = (",
+                weight.size(0), ",), got shape ", bias->sizes());
+    TORCH_CHECK(bias->scalar_type() == dt, kOp, "bias has dtype ", bias->scalar_type(), "; cast it to ", dt);
+  }
+  for (auto [name, t] : {std::pair{"targets", &targets}, std::pair{"path_ids", &path_ids}}) {
+    TORCH_CHECK(t->dim() == 1 && t->size(0) == n, kOp, name, " must be (N,) = (", n, ",), got shape ", t->sizes());
+    TORCH_CHECK(t->scalar_type() == at::kLong, kOp, name, " has dtype ", t->scalar_type(), "; pass int64");
+  }
+  TORCH_CHECK(path_weights.dim() == 1 && path_weights.size(0) >= 1, kOp,
+              "path_weights must be (P,) with P >= 1, got shape ", path_weights.sizes());
+  TORCH_CHECK(at::isFloatingType(path_weights.scalar_type()), kOp, "path_weights has dtype ",
+              path_weights.scalar_type(), "; pass floating-point weights");
+  TORCH_CHECK(path_slots.dim() == 1 && path_slots.size(0) == path_weights.size(0) &&
+                  path_slots.scalar_type() == at::kLong,
+              kOp, "path_slots must be (P,) = (", path_weights.size(0), ",) int64 (-1 = untracked), got ",
+              path_slots.sizes(), " ", path_slots.scalar_type());
+  TORCH_CHECK(inertia_value.dim() == 1 && inertia_value.scalar_type() == at::kFloat, kOp,
+              "inertia_value must be (S,) float32, got ", inertia_value.sizes(), " ", inertia_value.scalar_type());
+  TORCH_CHECK(inertia_count.sizes() == inertia_value.sizes() && inertia_count.scalar_type() == at::kLong, kOp,
+              "inertia_count must be (S,) int64 like inertia_value, got ", inertia_count.sizes(), " ",
+              inertia_count.scalar_type());
+  const auto dev = hidden.device();
+  const std::pair<const char*, const at::Tensor*> all[] = {
+      {"weight", &weight}, {"targets", &targets}, {"path_ids", &path_ids}, {"path_weights", &path_weights},
+      {"inertia_value", &inertia_value}, {"inertia_count", &inertia_count}, {"path_slots", &path_slots}};
+  for (const auto& [name, t] : all) {
+    TORCH_CHECK(t->device() == dev, kOp, name, " is on ", t->device(), " but hidden is on ", dev,
+                "; move all tensors to one device");
+  }
+  TORCH_CHECK(!bias.has_value() || bias->device() == dev, kOp, "bias is on ", bias->device(),
+              " but hidden is on ", dev);
+}
+
+float* fptr(const at::Tensor& t, int64_t offset = 0) { return t.data_ptr<float>() + offset; }
+const int64_t* lptr(const at::Tensor& t, int64_t offset = 0) { return t.data_ptr<int64_t>() + offset; }
+
+struct Grads {
+  at::Tensor hidden, weight, bias;
+};
+
+// float32: token chunks of whole rows; one pass, three GEMMs per chunk.
+Grads rows_outer(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, const at::Tensor& B,
+                 const at::Tensor& tgt, const at::Tensor& scale, const at::Tensor& lse,
+                 const at::Tensor& tlogit, bool compute_grad) {
+  const int64_t n = H.size(0), v = W.size(0);
+  const int64_t rows = std::clamp<int64_t>(kChunkElems / std::max<int64_t>(v, 1), 1, n);
+  at::Tensor buf = at::empty({rows, v}, H.options());
+  Grads g;
+  if (compute_grad) {
+    g.hidden = at::empty_like(H);
+    g.weight = at::empty_like(W);  // the first chunk writes it (beta = 0), later ones accumulate
+    if (B.defined()) g.bias = at::zeros_like(B);
+  }
+  for (int64_t s = 0; s < n; s += rows) {
+    const int64_t r = std::min(rows, n - s);
+    const at::Tensor Hc = H.narrow(0, s, r);
+    at::Tensor L = buf.narrow(0, 0, r);
+    if (B.defined()) at::addmm_out(L, B, Hc, W.t()); else at::mm_out(L, Hc, W.t());
+    k.full_rows(fptr(L), r, v, lptr(tgt, s), fptr(scale, s), compute_grad, fptr(lse, s), fptr(tlogit, s));
+    if (!compute_grad) continue;
+    at::Tensor gHc = g.hidden.narrow(0, s, r);
+    at::mm_out(gHc, L, W);
+    if (s == 0) at::mm_out(g.weight, L.t(), Hc); else g.weight.addmm_(L.t(), Hc);
+    if (B.defined()) g.bias.add_(L.sum(0));
+  }
+  return g;
+}
+
+// bfloat16 / float16: vocab blocks converted to fp32 one at a time; pass 1 online softmax stats,
+// pass 2 recomputes each block's logits and forms its gradient.
+Grads vocab_outer(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, const at::Tensor& B,
+                  const at::Tensor& tgt, const at::Tensor& scale, const at::Tensor& lse,
+                  const at::Tensor& tlogit, bool compute_grad) {
+  const int64_t n = H.size(0), d = H.size(1), v = W.size(0);
+  const auto f32 = H.options().dtype(at::kFloat);
+  const int64_t vb = std::min(v, std::max(kMinBlockCols, kChunkElems / n));
+  const int64_t rows = std::clamp<int64_t>(kChunkElems / vb, 1, n);
+  const at::Tensor H32 = H.to(at::kFloat);
+  at::Tensor Wb = at::empty({vb, d}, f32), Bb = B.defined() ? at::empty({vb}, f32) : at::Tensor();
+  at::Tensor buf = at::empty({rows * vb}, f32);
+
+  auto load_block = [&](int64_t v0, int64_t c) {
+    Wb.narrow(0, 0, c).copy_(W.narrow(0, v0, c));
+    if (B.defined()) Bb.narrow(0, 0, c).copy_(B.narrow(0, v0, c));
+  };
+  auto logits = [&](int64_t s, int64_t r, int64_t c) {  // (r, c) fp32, contiguous, leading dim c
+    at::Tensor L = buf.narrow(0, 0, r * c).view({r, c});
+    if (B.defined()) at::addmm_out(L, Bb.narrow(0, 0, c), H32.narrow(0, s, r), Wb.narrow(0, 0, c).t());
+    else at::mm_out(L, H32.narrow(0, s, r), Wb.narrow(0, 0, c).t());
+    return L;
+  };
+
+  at::Tensor row_max = at::full({n}, -std::numeric_limits<float>::infinity(), f32), row_sum = at::zeros({n}, f32);
+  for (int64_t v0 = 0; v0 < v; v0 += vb) {
+    const int64_t c = std::min(vb, v - v0);
+    load_block(v0, c);
+    for (int64_t s = 0; s < n; s += rows) {
+      const int64_t r = std::min(rows, n - s);
+      k.block_stats(fptr(logits(s, r, c)), r, c, v0, lptr(tgt, s), fptr(row_max, s), fptr(row_sum, s),
+                    fptr(tlogit, s));
+    }
+  }
+  at::Tensor lse_out = lse;  // caller-owned buffer, filled in place
+  at::add_out(lse_out, row_max, row_sum.log());
+  if (!compute_grad) return {};
+
+  Grads g;
+  at::Tensor gH32 = at::empty({n, d}, f32), gWb = at::empty({vb, d}, f32);
+  at::Tensor gBb = B.defined() ? at::empty({vb}, f32) : at::Tensor();
+  g.weight = at::empty_like(W);
+  if (B.defined()) g.bias = at::empty_like(B);
+  for (int64_t v0 = 0; v0 < v; v0 += vb) {
+    const int64_t c = std::min(vb, v - v0);
+    load_block(v0, c);
+    at::Tensor gWc = gWb.narrow(0, 0, c);
+    for (int64_t s = 0; s < n; s += rows) {
+      const int64_t r = std::min(rows, n - s);
+      at::Tensor L = logits(s, r, c);
+      k.block_grad(fptr(L), r, c, v0, lptr(tgt, s), fptr(lse, s), fptr(scale, s));
+      at::Tensor gHc = gH32.narrow(0, s, r);
+      if (v0 == 0) at::mm_out(gHc, L, Wb.narrow(0, 0, c)); else gHc.addmm_(L, Wb.narrow(0, 0, c));
+      if (s == 0) at::mm_out(gWc, L.t(), H32.narrow(0, s, r)); else gWc.addmm_(L.t(), H32.narrow(0, s, r));
+      if (B.defined()) {
+        at::Tensor gBc = gBb.narrow(0, 0, c);
+        if (s == 0) at::sum_out(gBc, L, {0}); else gBc.add_(L.sum(0));
+      }
+    }
+    g.weight.narrow(0, v0, c).copy_(gWc);
+    if (B.defined()) g.bias.narrow(0, v0, c).copy_(gBb.narrow(0, 0, c));
+  }
+  g.hidden = gH32.to(H.scalar_type());
+  return g;
+}
+
+// Mirrors mindcore.reference.perspective_cross_entropy.inertia_update (functional).
+std::pair<at::Tensor, at::Tensor> inertia_update(const at::Tensor& value, const at::Tensor& count,
+                                                 const at::Tensor& path_sum, const at::Tensor& path_tokens,
+                                                 const at::Tensor& path_slots, double momentum) {
+  const int64_t num_slots = value.size(0);
+  if (num_slots == 0) return {value.clone(), count.clone()};
+  const at::Tensor tracked = path_slots.ge(0).logical_and(path_tokens.gt(0));
+  const at::Tensor slot = at::where(tracked, path_slots, 0);
+  const at::Tensor slot_sum = at::zeros({num_slots}, value.options()).index_add_(0, slot, at::where(tracked, path_sum, 0));
+  const at::Tensor slot_tok = at::zeros({num_slots}, count.options()).index_add_(0, slot, at::where(tracked, path_tokens, 0));
+  const at::Tensor slot_loss = slot_sum / slot_tok.clamp_min(1).to(at::kFloat);
+  const at::Tensor upd = slot_tok.gt(0).logical_and(at::isfinite(slot_loss));
+  const at::Tensor blended = at::where(count.eq(0), slot_loss, value * momentum + slot_loss * (1.0 - momentum));
+  return {at::where(upd, blended, value), count + upd.to(count.scalar_type())};
+}
+
+}  // namespace
+
+PCEOutputs perspective_cross_entropy(const RowKernels& kernels, const at::Tensor& hidden,
+                                     const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                     const at::Tensor& targets, const at::Tensor& path_ids,
+                                     const at::Tensor& path_weights, const at::Tensor& inertia_value,
+                                     const at::Tensor& inertia_count, const at::Tensor& path_slots,
+                                     int64_t ignore_index, double momentum, bool compute_grad) {
+  check_inputs(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count, path_slots);
+  const at::Tensor H = hidden.contiguous(), W = weight.contiguous();
+  const at::Tensor B = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const at::Tensor tgt = targets.contiguous(), pid = path_ids.contiguous();
+  const int64_t n = H.size(0), p = path_weights.size(0);
+  const auto f32 = H.options().dtype(at::kFloat);
+
+  // Tokens per path first: each token's gradient scale is w[p] / n[p] (0 when ignored).
+  const at::Tensor valid = tgt.ne(ignore_index);
+  const at::Tensor path_tokens = at::zeros({p}, tgt.options()).index_add_(0, pid, valid.to(at::kLong));
+  const at::Tensor w32 = path_weights.to(at::kFloat);
+  const at::Tensor per_path = w32 / path_tokens.clamp_min(1).to(at::kFloat);
+  const at::Tensor scale = at::where(valid, per_path.index_select(0, pid), 0).contiguous();
+  const at::Tensor lse = at::empty({n}, f32), tlogit = at::zeros({n}, f32);
+
+  Grads g;
+  if (n == 0) {
+    if (compute_grad) g = {at::empty_like(H), at::zeros_like(W), B.defined() ? at::zeros_like(B) : at::Tensor()};
+  } else if (H.scalar_type() == at::kFloat) {
+    g = rows_outer(kernels, H, W, B, tgt, scale, lse, tlogit, compute_grad);
+  } else {
+    g = vocab_outer(kernels, H, W, B, tgt, scale, lse, tlogit, compute_grad);
+  }
+
+  const at::Tensor ce = at::where(valid, lse - tlogit, 0);
+  const at::Tensor path_sum = at::zeros({p}, f32).index_add_(0, pid, ce);
+  const at::Tensor path_loss = at::where(path_tokens.gt(0), path_sum / path_tokens.clamp_min(1).to(at::kFloat), 0);
+  const at::Tensor loss = (w32 * path_loss).sum();
+  auto [new_value, new_count] = inertia_update(inertia_value, inertia_count, path_sum, path_tokens,
+                                               path_slots, momentum);
+  const at::Tensor none = H.new_empty({0});  // matches fake_outputs: empty tensors in hidden's dtype
+  if (!compute_grad) return {loss, path_loss, path_tokens, new_value, new_count, none, none.clone(), none.clone()};
+  return {loss, path_loss, path_tokens, new_value, new_count, g.hidden, g.weight,
+          g.bias.defined() ? g.bias : none};
+}
+
+const char* parallel_backend() {
+#if AT_PARALLEL_OPENMP
+  return "openmp (at::parallel_for)";
+#elif AT_PARALLEL_NATIVE
+  return "native thread pool (at::parallel_for)";
+#else
+  return "at::parallel_for";
+#endif
+}
+
+}  // namespace mindcore
+
+TORCH_LIBRARY(mindcore, m) {
+  m.def(
+      "perspective_cross_entropy(Tensor hidden, Tensor weight, Tensor? bias, Tensor targets, Tensor path_ids, "
+      "Tensor path_weights, Tensor inertia_value, Tensor inertia_count, Tensor path_slots, int ignore_index, "
+      "float momentum, bool compute_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+}

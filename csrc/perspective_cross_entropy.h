@@ -1,0 +1,38 @@
+// Device-generic driver of mindcore::perspective_cross_entropy. Each device supplies three fused
+// row kernels over an fp32 logits chunk (row-major, leading dimension = cols); the driver does the
+// GEMMs (at::mm on whatever device the tensors live), the per-path sums and the inertia epilogue
+// with ATen ops, so no host sync happens on the hot path.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+#include <tuple>
+
+namespace mindcore {
+
+struct RowKernels {
+  // Whole rows (cols = V): lse[r], target_logit[r]; if `grad`, logits become in place
+  // scale[r] * (softmax - onehot(target[r])). Targets outside [0, cols) pick nothing.
+  void (*full_rows)(float* logits, int64_t rows, int64_t cols, const int64_t* targets,
+                    const float* scale, bool grad, float* lse, float* target_logit);
+  // Column block [col0, col0 + cols): online-softmax merge into (row_max, row_sum); picks the
+  // target logit when the target falls in the block.
+  void (*block_stats)(const float* logits, int64_t rows, int64_t cols, int64_t col0,
+                      const int64_t* targets, float* row_max, float* row_sum, float* target_logit);
+  // Column block, final lse known: logits become scale * (exp(logit - lse) - onehot) in place.
+  void (*block_grad)(float* logits, int64_t rows, int64_t cols, int64_t col0, const int64_t* targets,
+                     const float* lse, const float* scale);
+};
+
+using PCEOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                              at::Tensor, at::Tensor>;
+
+PCEOutputs perspective_cross_entropy(const RowKernels& kernels, const at::Tensor& hidden,
+                                     const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                     const at::Tensor& targets, const at::Tensor& path_ids,
+                                     const at::Tensor& path_weights, const at::Tensor& inertia_value,
+                                     const at::Tensor& inertia_count, const at::Tensor& path_slots,
+                                     int64_t ignore_index, double momentum, bool compute_grad);
+
+}  // namespace mindcore
