@@ -72,11 +72,14 @@ class QuestionSampler:
 
 
 def lr_lambda(cfg: TrainConfig):
+    """Linear warm-up, then cosine down to min_lr_ratio at cfg.steps (values captured now)."""
+    warm, total, floor = cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio
+
     def f(step):
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
     return f
 
 
@@ -354,8 +357,10 @@ class Trainer:
         return row
 
     # ---------- the run ----------
-    def train(self, out_dir=None, resume=False):
+    def train(self, out_dir=None, resume=False, stop_at=None):
+        """Run (or, with resume, continue) to cfg.steps; stop_at ends early after that step's checkpoint."""
         cfg = self.cfg
+        last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
         out_dir = out_dir or cfg.out_dir
         self.out_dir = out_dir
         if out_dir and resume and os.path.exists(os.path.join(out_dir, CKPT_NAME)):
@@ -373,7 +378,7 @@ class Trainer:
                        disable=not (sys.stderr.isatty() and self.dist.is_main))
         except ImportError:
             pass
-        while self.step < cfg.steps:
+        while self.step < last:
             if cfg.max_wall_s is not None and base_wall + time.perf_counter() - t0 > cfg.max_wall_s:
                 self.stopped_early = True
                 self.log(f"[{cfg.mode}] wall-clock guard ({cfg.max_wall_s:.0f} s) reached at step {self.step}")
