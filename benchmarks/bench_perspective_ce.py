@@ -90,7 +90,7 @@ def _compile(x, device):
 
 def _mindcore(name):
     def build(x, device):
-        why = dispatch.reasons(OP, device, x["hidden"].dtype).get(name, f"not a provider on {device.type}")
+        why = dispatch.REGISTRY[OP][name].reason(device, x["hidden"].dtype)
         if why is not None:
             raise H.Skip(why)
 
@@ -172,16 +172,16 @@ class FloorBench:
         self.g = torch.randn(n, v, generator=g).to(device=device, dtype=dtype)
 
     def reset(self):
-        pass
+        self.grads = ()
 
     def fwd(self, grad):
         return self.h @ self.w.t()
 
     def bwd(self, state):
-        return self.g @ self.w, self.g.t() @ self.h
+        self.grads = (self.g @ self.w, self.g.t() @ self.h)
 
     def grad_bytes(self):
-        return 0
+        return sum(t.numel() * t.element_size() for t in self.grads)
 
 
 def floor_dtype(dtype, device):
@@ -235,13 +235,16 @@ def run(shapes, tokens, dtypes, providers, modes, reps, device, out, memory=True
     env = H.environment(device)
     path = H.results_path(out, device)
     rows = []
-    floor_ms = {}
+    # ratios refer to eager / floor rows of this run, else to the latest such rows already in the CSV
+    prior = H.prior_medians(path, ("eager", "floor"))
+    floor_ms = {k[1:]: v for k, v in prior.items() if k[0] == "floor"}
     for shape in shapes:
         d, v = parse_shape(shape)
         for n in tokens:
             for dtype in dtypes:
                 ref = None
-                eager_ms = {}
+                eager_ms = {k[-1]: v for k, v in prior.items()
+                            if k[:4] == ("eager", shape, n, H.DTYPE_NAME[dtype])}
                 for provider in providers:
                     base = dict(op=OP, provider=provider, dtype=H.DTYPE_NAME[dtype], shape=shape, N=n, d=d, V=v)
                     if provider == "floor":

@@ -274,6 +274,17 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
+def prior_medians(path, providers) -> dict:
+    """{(provider, shape, N, dtype, mode): median_ms} of the latest ok rows already in ``path``."""
+    if not Path(path).exists():
+        return {}
+    out = {}
+    for r in sorted(read_rows(path), key=lambda r: r["timestamp"]):
+        if r["provider"] in providers and r["status"] == "ok" and r["median_ms"]:
+            out[(r["provider"], r["shape"], int(r["N"]), r["dtype"], r["mode"])] = float(r["median_ms"])
+    return out
+
+
 def make_row(env, **fields) -> dict:
     row = dict(env)
     row["timestamp"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
