@@ -8,7 +8,7 @@ budget (``SCRATCH_BYTES``). Per chunk, four launches, all stream-ordered (no hos
   _logits_kernel       grid R/BM x V/BN   logits tile = H W^T (+ b), fp32 accumulation. Writes
                                           e = exp(logit - tile max) in the input dtype, the per
                                           (row, vocab tile) max and sum of e, and the target logit.
-  _rows_kernel         grid R/BR          online logsumexp across the tile stats -> lse, CE, atomic
+  _rows_kernel         grid R/BR x VSPLIT online logsumexp across the tile stats -> lse, CE, atomic
                                           per-path CE sums; with grads rewrites e in place into
                                           dlogits = w_p / n_p * (softmax - onehot). The last program
                                           of the call (atomic ticket, acq_rel) runs the epilogue:
@@ -92,15 +92,16 @@ def _logits_kernel(h_ptr, w_ptr, b_ptr, tgt_ptr, e_ptr, stat_m_ptr, stat_s_ptr, 
     if HAS_BIAS:
         acc += tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
     acc = tl.where(cmask[None, :], acc, float("-inf"))
+    # Target logit first, so the accumulator can be overwritten by e (register pressure at 128x256).
+    t = tl.load(tgt_ptr + row0 + r, mask=rmask, other=-1)
+    hit = rmask & (t >= pid_n * BN) & (t < pid_n * BN + BN) & (t < V)
+    t_logit = tl.sum(tl.where(c[None, :] == t[:, None], acc, 0.0), axis=1)
+    tl.store(tlogit_ptr + row0 + r, t_logit, mask=hit)
     m = tl.max(acc, axis=1)
     e = tl.exp(acc - m[:, None])
     stat = r.to(tl.int64) * n_tiles + pid_n
     tl.store(stat_m_ptr + stat, m, mask=rmask)
     tl.store(stat_s_ptr + stat, tl.sum(e, axis=1), mask=rmask)
-    t = tl.load(tgt_ptr + row0 + r, mask=rmask, other=-1)
-    hit = rmask & (t >= pid_n * BN) & (t < pid_n * BN + BN) & (t < V)
-    t_logit = tl.sum(tl.where(c[None, :] == t[:, None], acc, 0.0), axis=1)
-    tl.store(tlogit_ptr + row0 + r, t_logit, mask=hit)
     if STORE_E:
         e_ptrs = e_ptr + r.to(tl.int64)[:, None] * V + c[None, :]
         tl.store(e_ptrs, e.to(e_ptr.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
@@ -156,7 +157,7 @@ def _rows_kernel(tgt_ptr, pid_ptr, pw_ptr, ptok_ptr, e_ptr, stat_m_ptr, stat_s_p
                  psum_ptr, ticket_ptr, total_programs,
                  ploss_ptr, loss_ptr, val_ptr, cnt_ptr, slots_ptr, nval_ptr, ncnt_ptr,
                  row0, rows, V, n_tiles, P, ignore_index, momentum, one_minus_momentum,
-                 WRITE_GRAD: tl.constexpr, HAS_SLOTS: tl.constexpr, BR: tl.constexpr,
+                 WRITE_GRAD: tl.constexpr, HAS_SLOTS: tl.constexpr, BR: tl.constexpr, VSPLIT: tl.constexpr,
                  BT: tl.constexpr, TILE_N: tl.constexpr, BP: tl.constexpr):
     r = tl.program_id(0) * BR + tl.arange(0, BR)
     rmask = r < rows
@@ -181,16 +182,18 @@ def _rows_kernel(tgt_ptr, pid_ptr, pw_ptr, ptok_ptr, e_ptr, stat_m_ptr, stat_s_p
     t = tl.load(tgt_ptr + row0 + r, mask=rmask, other=ignore_index)
     valid = rmask & (t != ignore_index)
     path = tl.load(pid_ptr + row0 + r, mask=rmask, other=0)
-    t_logit = tl.load(tlogit_ptr + row0 + r, mask=valid, other=0.0)
-    ce = tl.where(valid, lse - t_logit, 0.0)
-    tl.atomic_add(psum_ptr + path, ce, mask=valid)
+    split = tl.program_id(1)
+    if split == 0:
+        t_logit = tl.load(tlogit_ptr + row0 + r, mask=valid, other=0.0)
+        ce = tl.where(valid, lse - t_logit, 0.0)
+        tl.atomic_add(psum_ptr + path, ce, mask=valid)
 
-    if WRITE_GRAD:
+    if WRITE_GRAD:  # this program rewrites vocab tiles split, split + VSPLIT, ...: more loads in flight
         w = tl.load(pw_ptr + path, mask=valid, other=0.0)
         n = tl.load(ptok_ptr + path, mask=valid, other=1)
         scale = tl.where(valid, w / tl.maximum(n, 1).to(tl.float32), 0.0)
         e_row = r.to(tl.int64) * V
-        for tile in range(0, n_tiles):
+        for tile in range(split, n_tiles, VSPLIT):
             c = tile * TILE_N + tl.arange(0, TILE_N)
             msk = rmask[:, None] & (c < V)[None, :]
             f = tl.exp(tl.load(stat_m_ptr + stat_row + tile, mask=rmask, other=0.0) - lse)
@@ -265,17 +268,28 @@ def _grad_weight_kernel(g_ptr, h_ptr, gw_ptr, gb_ptr, row0, rows, V, D,
             tl.store(gb_ptr + vr, tl.load(gb_ptr + vr, mask=vmask, other=0.0) + bias_acc, mask=vmask)
 
 
-def _configs(device, d):
-    """Block sizes: tiny under the interpreter; Hopper-sized wgmma tiles on sm90+."""
+def _configs(device, dtype, d):
+    """Block sizes: tiny under the interpreter, else by GPU generation and dtype."""
     if _interpreting() or device.type != "cuda":
-        return dict(mm=dict(BM=16, BN=16, BK=16, GROUP_M=2), warps=1, stages=1, BR=8, BT=16, BP=16)
-    major, _ = torch.cuda.get_device_capability(device)
-    bn_d = 256 if d % 256 == 0 else 128  # grad tiles over d: avoid a half-empty last tile (d=896)
+        return dict(mm=dict(BM=16, BN=16, BK=16, GROUP_M=2), bn_d=16, warps=1, stages=1, BR=8, BT=16,
+                    BP=16, VSPLIT=2)
+    return gpu_configs(torch.cuda.get_device_capability(device)[0], dtype, d)
+
+
+def gpu_configs(major, dtype, d):
+    """GEMM tiles (BM x BN x BK, GROUP_M L2 swizzle) shared by the three GEMM kernels.
+
+    sm90+, 16-bit: 128x256x64, 8 warps, 3 stages (147 KB smem, wgmma, no spills when compiled for
+    sm_90a). fp32 (exact, no tensor cores) and older GPUs: smaller tiles that fit shared memory.
+    bn_d: tile over d for the gradient GEMMs; 128 when d is not a multiple of 256 (d=896).
+    """
+    rows = dict(BR=16, BT=128, BP=32, VSPLIT=8)
+    bn_d = 256 if d % 256 == 0 else 128
+    if dtype == torch.float32:
+        return dict(mm=dict(BM=64, BN=128, BK=32, GROUP_M=8), bn_d=128, warps=8, stages=3, **rows)
     if major >= 9:
-        return dict(mm=dict(BM=128, BN=256, BK=64, GROUP_M=8), bn_d=bn_d, warps=8, stages=3,
-                    BR=16, BT=128, BP=128)
-    return dict(mm=dict(BM=128, BN=128, BK=32, GROUP_M=8), bn_d=128, warps=4, stages=4,
-                BR=16, BT=128, BP=128)
+        return dict(mm=dict(BM=128, BN=256, BK=64, GROUP_M=8), bn_d=bn_d, warps=8, stages=3, **rows)
+    return dict(mm=dict(BM=128, BN=128, BK=32, GROUP_M=8), bn_d=128, warps=4, stages=4, **rows)
 
 
 def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count,
@@ -289,7 +303,7 @@ def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value
     targets, path_ids = targets.contiguous(), path_ids.contiguous()
     path_weights = path_weights.float().contiguous()
     path_slots = path_slots.contiguous()
-    cfg = _configs(dev, d)
+    cfg = _configs(dev, hidden.dtype, d)
     mm = cfg["mm"]
     launch = dict(num_warps=cfg["warps"], num_stages=cfg["stages"])
     tile_n = mm["BN"]
@@ -331,7 +345,8 @@ def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value
             else torch.empty(v, d, dtype=torch.float32, device=dev)
         grad_bias32 = torch.zeros(v, dtype=torch.float32, device=dev) if bias is not None else None
     br = cfg["BR"]
-    total_programs = sum(max(1, triton.cdiv(rows, br)) for _, rows in chunks)
+    vsplit = min(cfg["VSPLIT"], n_tiles) if compute_grad else 1
+    total_programs = sum(max(1, triton.cdiv(rows, br)) * vsplit for _, rows in chunks)
     dummy = path_sum  # stands in for absent optional pointers (never dereferenced)
     for i, (row0, rows) in enumerate(chunks):
         if rows:
@@ -339,16 +354,16 @@ def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value
                 hidden, weight, bias if bias is not None else dummy, targets, e_buf, stat_m, stat_s,
                 t_logit, row0, rows, v, d, n_tiles, HAS_BIAS=bias is not None, STORE_E=compute_grad,
                 UPCAST=upcast, IEEE=ieee, **mm, **launch)
-        _rows_kernel[(max(1, triton.cdiv(rows, br)),)](
+        _rows_kernel[(max(1, triton.cdiv(rows, br)), vsplit)](
             targets, path_ids, path_weights, path_tokens, e_buf, stat_m, stat_s, t_logit,
             path_sum, ticket, total_programs,
             path_loss, loss, inertia_value, inertia_count, path_slots, new_value, new_count,
             row0, rows, v, n_tiles, num_paths, ignore_index, float(momentum), 1.0 - float(momentum),
-            WRITE_GRAD=compute_grad, HAS_SLOTS=has_slots, BR=br, BT=cfg["BT"], TILE_N=tile_n,
-            BP=cfg["BP"], num_warps=4 if not upcast else 1)
+            WRITE_GRAD=compute_grad, HAS_SLOTS=has_slots, BR=br, VSPLIT=vsplit, BT=cfg["BT"],
+            TILE_N=tile_n, BP=cfg["BP"], num_warps=4 if not upcast else 1)
         if not compute_grad or not rows:
             continue
-        bm, bk, bn_d = mm["BM"], mm["BK"], cfg.get("bn_d", mm["BN"])
+        bm, bk, bn_d = mm["BM"], mm["BK"], cfg["bn_d"]
         _grad_hidden_kernel[(triton.cdiv(rows, bm) * triton.cdiv(d, bn_d),)](
             e_buf, weight, grad_hidden, row0, rows, v, d, UPCAST=upcast, IEEE=ieee,
             BM=bm, BN=bn_d, BK=bk, GROUP_M=mm["GROUP_M"], **launch)

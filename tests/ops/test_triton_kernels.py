@@ -3,6 +3,8 @@
 Tiny odd shapes: the interpreter runs each program in numpy, so grids must stay small.
 """
 import os
+import subprocess
+import sys
 
 import torch
 
@@ -173,3 +175,20 @@ def test_public_api_triton_provider():
     for a, b in zip(states[0], states[1]):
         torch.testing.assert_close(a, b)
     assert states[0][1].sum() > 0  # the state was committed
+
+
+def test_hopper_configs_compile_for_sm90():
+    """Ahead-of-time compile (no GPU needed) of every kernel with the H100 bf16 config: wgmma, fits smem."""
+    code = ("from mindcore.kernels import _aot\n"
+            "for name, k in _aot.compile_all(90, __import__('torch').bfloat16, 4096):\n"
+            "    print(name, k.metadata.shared, 'wgmma.mma_async' in k.asm['ptx'])\n")
+    env = dict(os.environ, TRITON_INTERPRET="0")  # interpreted kernels cannot be compiled
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    if res.returncode and "ptxas" in res.stderr.lower():
+        pytest.skip(f"cannot compile for sm_90 here: {res.stderr[-300:]}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [line.split() for line in res.stdout.splitlines()]
+    assert len(rows) == 4
+    for name, smem, wgmma in rows:
+        assert int(smem) <= 227 * 1024, name
+        assert wgmma == ("False" if name == "_rows_kernel" else "True"), name
