@@ -11,7 +11,7 @@ BOS, EOS, PAD = "<bos>", "<eos>", "<pad>"
 
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 320, save_dir=None):
-    """Train a byte-level BPE on ``texts``; returns a transformers ``PreTrainedTokenizerFast``.
+    """Train a byte-level BPE (at most ``vocab_size`` symbols) on ``texts`` -> ``PreTrainedTokenizerFast``.
 
     ``tokenizer(text)`` prepends <bos>; ``add_special_tokens=False`` gives the bare pieces.
     """
