@@ -155,20 +155,25 @@ class Trainer:
 
     # ---------- construction from a config ----------
     @classmethod
-    def from_config(cls, cfg: TrainConfig, log=None):
+    def from_config(cls, cfg: TrainConfig, log=None, splits=None, tokenizer=None):
+        """Data (built-in or JSONL), tokenizer and student from the config; all input checked first.
+
+        ``splits`` / ``tokenizer`` let several runs (the demo's modes) share one dataset and vocabulary.
+        """
         from . import batching, data, evaluate, student, tokenizer as tok
         cfg.validate(data.PERSPECTIVES)
         persp = list(cfg.perspectives or data.PERSPECTIVES)
-        splits = load_splits(cfg, persp)
-        texts = [r.question for r in splits["train"]] + [p.rationale for r in splits["train"] for p in r.perspectives]
-        torch.manual_seed(cfg.seed)
-        tk = None
-        if cfg.student == "tiny-llama":
-            tk = tok.build_tokenizer(texts, vocab_size=cfg.vocab_size)
+        splits = splits or load_splits(cfg, persp)
+        if cfg.perspectives:
+            splits = {k: data.filter_perspectives(v, persp) for k, v in splits.items()}
+        tk = tokenizer
+        if tk is None and cfg.student == "tiny-llama":
+            tk = tok.build_tokenizer(tok.training_texts(splits["train"]), vocab_size=cfg.vocab_size)
+        torch.manual_seed(cfg.seed)  # the same initial student in every mode
         model, tk = student.build_student(cfg.student, tokenizer=tk, device=cfg.device)
 
         def batch_fn(records, golden_only=None):
-            return batching.make_batch(records, tk, persp, cfg.max_len, device=cfg.device, golden_only=golden_only)
+            return batching.make_batch(records, tk, persp, cfg.max_len, golden_only=golden_only)
 
         def evaluate_fn(m, t, recs):
             return evaluate.evaluate(m, t, recs, max_new_tokens=cfg.eval_max_new_tokens,

@@ -1,0 +1,6 @@
+"""`python -m mindcore ...` = the `mindcore` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
