@@ -49,17 +49,20 @@ def parse_shape(name):
 
 # ----------------------------------------------------------------------------- inputs
 def make_inputs(n, d, v, dtype, device, paths=16, seed=0):
-    """Random head inputs: logits ~ N(0, 1), 3% ignored tokens, P contiguous paths (packed)."""
-    g = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(n, d, generator=g).to(device=device, dtype=dtype)
-    weight = (torch.randn(v, d, generator=g) * d ** -0.5).to(device=device, dtype=dtype)
-    targets = torch.randint(0, v, (n,), generator=g)
-    targets[torch.rand(n, generator=g) < 0.03] = IGNORE
-    path_ids = torch.randint(0, paths, (n,), generator=g).sort().values
-    path_weights = torch.softmax(torch.randn(paths, generator=g), 0)
-    return {"hidden": hidden.requires_grad_(), "weight": weight.requires_grad_(),
-            "targets": targets.to(device), "path_ids": path_ids.to(device),
-            "path_weights": path_weights.to(device)}
+    """Random head inputs: logits ~ N(0, 1), 3% ignored tokens, P contiguous paths (packed).
+
+    Drawn on the device (a CPU draw of a Llama-size head takes seconds); same seed -> same inputs.
+    """
+    g = torch.Generator(device).manual_seed(seed)
+    kw = dict(generator=g, device=device)
+    hidden = torch.randn(n, d, **kw).to(dtype)
+    weight = (torch.randn(v, d, **kw) * d ** -0.5).to(dtype)
+    targets = torch.randint(0, v, (n,), **kw)
+    targets = torch.where(torch.rand(n, **kw) < 0.03, IGNORE, targets)
+    path_ids = torch.randint(0, paths, (n,), **kw).sort().values
+    path_weights = torch.softmax(torch.randn(paths, **kw), 0)
+    return {"hidden": hidden.requires_grad_(), "weight": weight.requires_grad_(), "targets": targets,
+            "path_ids": path_ids, "path_weights": path_weights}
 
 
 def per_path(token_ce, x):
@@ -166,10 +169,8 @@ class FloorBench:
     needs_full_warmup = False
 
     def __init__(self, n, d, v, dtype, device):
-        g = torch.Generator().manual_seed(1)
-        self.h = torch.randn(n, d, generator=g).to(device=device, dtype=dtype)
-        self.w = torch.randn(v, d, generator=g).to(device=device, dtype=dtype)
-        self.g = torch.randn(n, v, generator=g).to(device=device, dtype=dtype)
+        kw = dict(generator=torch.Generator(device).manual_seed(1), device=device)
+        self.h, self.w, self.g = (torch.randn(*shape, **kw).to(dtype) for shape in ((n, d), (v, d), (n, v)))
 
     def reset(self):
         self.grads = ()
