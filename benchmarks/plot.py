@@ -105,13 +105,30 @@ def _memory(ax, sel):
     ax.tick_params(axis="x", labelrotation=45, labelsize=7)
 
 
+def table(rows) -> str:
+    """Markdown table of the latest row per key (skipped / FAILED rows with their note)."""
+    cols = ("op", "provider", "mode", "dtype", "shape", "N", "status", "median_ms", "p20_ms", "p80_ms",
+            "tokens_per_s", "tflops", "extra_mem_mb", "x_eager", "x_floor")
+    lines = ["| " + " | ".join(cols) + " | note |", "|" + "---|" * (len(cols) + 1)]
+    for r in latest(rows).values():
+        cells = []
+        for c in cols:
+            v = _f(r, c) if c not in ("op", "provider", "mode", "dtype", "shape", "N", "status") else None
+            cells.append(f"{v:.4g}" if v is not None else str(r.get(c, "")))
+        lines.append("| " + " | ".join(cells) + f" | {r.get('note', '')} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("csv", nargs="+")
     p.add_argument("--out", help="folder for the PNGs (default: next to the first CSV)")
     p.add_argument("--metric", choices=sorted(LABEL))
+    p.add_argument("--table", action="store_true", help="also print a markdown table of the rows")
     args = p.parse_args(argv)
     rows = [r for path in args.csv for r in read_rows(path)]
+    if args.table:
+        print(table(rows))
     for path in plot(rows, args.out or Path(args.csv[0]).parent, args.metric):
         print(f"wrote {path}")
     return 0
