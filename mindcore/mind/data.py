@@ -81,8 +81,9 @@ class Record:
 
 def _need_str(obj: dict, key: str, where: str, prefix: str = "") -> str:
     if key not in obj:
-        raise DataError(where, prefix + key, "missing; every record needs " +
-                        (", ".join(_PATH_FIELDS) if prefix else ", ".join(_RECORD_FIELDS)))
+        need = f"every path needs {', '.join(_PATH_FIELDS)}" if prefix else \
+            f"every record needs {', '.join(_RECORD_FIELDS)}"
+        raise DataError(where, prefix + key, f"missing; {need}")
     val = obj[key]
     if not isinstance(val, str) or not val.strip():
         raise DataError(where, prefix + key, f"must be a non-empty string, got {val!r}")

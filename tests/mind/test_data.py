@@ -42,6 +42,8 @@ def _bad_path(i, **over):
     (_bad_path(1, rationale="Q: 2+3? A: 6.\nFinal answer: 6", answer="6"), "perspectives[1].answer", "differs"),
     (_bad_path(0, rationale="2 and 3 make 5."), "perspectives[0].rationale", "last line must be"),
     (_bad_path(0, answer=""), "perspectives[0].answer", "non-empty"),
+    (_rec(perspectives=[{"name": "intuitive", "answer": "5"}]), "perspectives[0].rationale", "every path needs"),
+    ([1, 2], "<record>", "JSON object"),
 ])
 def test_bad_record_names_file_line_field(tmp_path, line, field, words):
     p = _write(tmp_path, [_rec(id="ok"), "", line])    # the blank line still counts: bad record is line 3
