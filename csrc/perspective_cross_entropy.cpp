@@ -13,6 +13,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
 
 #include "build_info.h"
@@ -20,8 +21,13 @@
 namespace mindcore {
 namespace {
 
-// fp32 logits materialised at once: 2^25 values = 128 MiB (220 rows of a 152k vocabulary).
-constexpr int64_t kChunkElems = int64_t{1} << 25;
+// fp32 logits materialised at once: 2^25 values = 128 MiB (220 rows of a 152k vocabulary) unless
+// MINDCORE_CHUNK_ELEMS says otherwise (trade memory for GEMM size).
+int64_t chunk_elems() {
+  const char* env = std::getenv("MINDCORE_CHUNK_ELEMS");
+  const int64_t v = env ? std::atoll(env) : 0;
+  return v > 0 ? v : int64_t{1} << 25;
+}
 // Narrowest vocab block of the two-pass scheme: keeps its GEMMs efficient for very large N.
 constexpr int64_t kMinBlockCols = 4096;
 
@@ -85,7 +91,7 @@ Grads rows_outer(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, 
                  const at::Tensor& tgt, const at::Tensor& scale, const at::Tensor& lse,
                  const at::Tensor& tlogit, bool compute_grad) {
   const int64_t n = H.size(0), v = W.size(0);
-  const int64_t rows = std::clamp<int64_t>(kChunkElems / std::max<int64_t>(v, 1), 1, n);
+  const int64_t rows = std::clamp<int64_t>(chunk_elems() / std::max<int64_t>(v, 1), 1, n);
   at::Tensor buf = at::empty({rows, v}, H.options());
   Grads g;
   if (compute_grad) {
@@ -115,8 +121,9 @@ Grads vocab_outer(const RowKernels& k, const at::Tensor& H, const at::Tensor& W,
                   const at::Tensor& tlogit, bool compute_grad) {
   const int64_t n = H.size(0), d = H.size(1), v = W.size(0);
   const auto f32 = H.options().dtype(at::kFloat);
-  const int64_t vb = std::min(v, std::max(kMinBlockCols, kChunkElems / n));
-  const int64_t rows = std::clamp<int64_t>(kChunkElems / vb, 1, n);
+  const int64_t budget = chunk_elems();
+  const int64_t vb = std::min(v, std::max(kMinBlockCols, budget / n));
+  const int64_t rows = std::clamp<int64_t>(budget / vb, 1, n);
   const at::Tensor H32 = H.to(at::kFloat);
   at::Tensor Wb = at::empty({vb, d}, f32), Bb = B.defined() ? at::empty({vb}, f32) : at::Tensor();
   at::Tensor buf = at::empty({rows * vb}, f32);

@@ -1,0 +1,133 @@
+"""The compiled extension mindcore._C: build facts, the dispatcher op (opcheck), parity with the reference."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import mindcore
+from mindcore import _ext, dispatch, info as mc_info
+from mindcore.reference.perspective_cross_entropy import perspective_cross_entropy as reference
+
+pytestmark = pytest.mark.skipif(not _ext.available(), reason=f"mindcore._C not loaded: {_ext.load_error}")
+
+OUTPUTS = ("loss", "path_loss", "path_tokens", "new_value", "new_count", "grad_hidden", "grad_weight", "grad_bias")
+
+
+def op():
+    return torch.ops.mindcore.perspective_cross_entropy
+
+
+def make_args(n, d, v, p, *, dtype=torch.float32, device="cpu", bias=False, slots=3, compute_grad=True, seed=0):
+    """Provider-signature arguments: some ignored tokens, a path without tokens, a fresh and a used slot."""
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, d, generator=g)
+    weight = torch.randn(v, d, generator=g) / d ** 0.5 * 2
+    b = torch.randn(v, generator=g) * 0.5 if bias else None
+    targets = torch.randint(0, v, (n,), generator=g)
+    targets[torch.rand(n, generator=g) < 0.3] = -100
+    path_ids = torch.randint(0, max(p - 1, 1), (n,), generator=g)  # path p-1 gets no tokens (p > 1)
+    path_weights = torch.rand(p, generator=g) + 0.1
+    value = torch.rand(slots, generator=g) + 1.0
+    count = torch.arange(slots) % 2  # slot 0 fresh, slot 1 seen once, ...
+    path_slots = torch.randint(-1, slots, (p,), generator=g) if slots else torch.full((p,), -1)
+    f = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
+    dev = lambda t: t.to(device)  # noqa: E731
+    return (f(hidden), f(weight), f(b), dev(targets), dev(path_ids), dev(path_weights), dev(value), dev(count),
+            dev(path_slots), -100, 0.9, compute_grad)
+
+
+def assert_parity(got, want, dtype):
+    # Both compute in fp32; low-precision grads may differ by one rounding step of their dtype.
+    grad_tol = {torch.float32: (1e-4, 1e-6), torch.bfloat16: (1.6e-2, 1e-5), torch.float16: (2e-3, 1e-6)}[dtype]
+    for name, g, w in zip(OUTPUTS, got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype or (g.numel() == 0 and w.numel() == 0), name
+        if g.dtype in (torch.int64,):
+            assert torch.equal(g.cpu(), w.cpu()), name
+        elif g.numel():
+            rtol, atol = grad_tol if name.startswith("grad") else (1e-5, 1e-6)
+            torch.testing.assert_close(g.cpu(), w.cpu(), rtol=rtol, atol=atol, equal_nan=True, msg=name)
+
+
+def test_build_info_and_provider():
+    info = mindcore.build_info()
+    for key in ("version", "cuda", "cuda_archs", "torch_version", "compiler", "parallel", "loaded"):
+        assert key in info, key
+    assert info["version"] == mindcore.__version__
+    assert isinstance(info["cuda"], bool)
+    assert info["torch_version"] == torch.__version__.split("+")[0]
+    assert Path(_ext._C.__file__).parent == Path(mindcore.__file__).parent  # mindcore/_C*.so
+    assert dispatch.reasons("perspective_cross_entropy", "cpu")["cpu"] is None
+    assert "cpu        available" in mc_info.report(["cpu"])
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("compute_grad", [True, False])
+def test_opcheck(bias, compute_grad):
+    args = make_args(9, 7, 23, 3, bias=bias, compute_grad=compute_grad)
+    torch.library.opcheck(op(), args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("chunk", [None, 3000], ids=["one-chunk", "many-chunks"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_parity_with_reference(dtype, chunk, bias, monkeypatch):
+    # v > 4096 gives the low-precision path two vocab blocks; a tiny chunk budget gives 1-row chunks.
+    if chunk:
+        monkeypatch.setenv("MINDCORE_CHUNK_ELEMS", str(chunk))
+    args = make_args(37, 19, 5003, 5, dtype=dtype, bias=bias, seed=int(bias))
+    assert_parity(op()(*args), reference(*args), dtype)
+
+
+def test_semantics_empty_path_no_grad_no_bias():
+    args = list(make_args(12, 8, 31, 4, compute_grad=False))
+    out = op()(*args)
+    assert out[2][3].item() == 0 and out[1][3].item() == 0.0  # path without tokens -> 0 loss
+    assert all(t.numel() == 0 and t.dtype == torch.float32 for t in out[5:])
+    args[11] = True
+    out = op()(*args)
+    assert out[5].shape == args[0].shape and out[6].shape == args[1].shape and out[7].numel() == 0
+    weighted = (args[5] * out[1]).sum()
+    torch.testing.assert_close(out[0], weighted)
+    assert out[3].data_ptr() != args[6].data_ptr() and out[4].data_ptr() != args[7].data_ptr()  # functional
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_non_finite_path_keeps_its_slot(dtype):
+    args = list(make_args(16, 8, 4500, 2, dtype=dtype, slots=2))
+    args[3] = torch.arange(16) % 7                   # all tokens valid
+    args[4] = torch.tensor([0] * 8 + [1] * 8)        # path 0: rows 0-7, path 1: rows 8-15
+    args[8] = torch.tensor([0, 1])
+    args[6], args[7] = torch.tensor([2.0, 3.0]), torch.tensor([4, 4])
+    hidden = args[0].clone()
+    hidden[2] = float("nan")
+    args[0] = hidden
+    out = op()(*args)
+    want = reference(*args)
+    assert math.isnan(out[1][0].item()) and math.isfinite(out[1][1].item())
+    assert out[3][0].item() == 2.0 and out[4][0].item() == 4  # NaN path: slot keeps value and count
+    assert out[4][1].item() == 5 and out[3][1].item() != 3.0
+    torch.testing.assert_close(out[3], want[3], rtol=1e-5, atol=1e-6)
+    assert torch.isnan(out[5][:8].float()).any() and torch.isfinite(out[5][8:].float()).all()
+
+
+def test_clear_errors():
+    args = list(make_args(5, 4, 11, 2))
+    bad = [(1, torch.randn(11, 3), "weight must be"), (3, torch.zeros(5, dtype=torch.int32), "targets has dtype"),
+           (4, torch.zeros(4, dtype=torch.long), "path_ids must be"), (8, torch.zeros(3, dtype=torch.long), "path_slots"),
+           (0, torch.randn(5, 4, dtype=torch.float64), "hidden has dtype")]
+    for i, value, msg in bad:
+        broken = list(args)
+        broken[i] = value
+        with pytest.raises(RuntimeError, match=msg):
+            op()(*broken)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cuda_parity(dtype, monkeypatch):
+    if not mindcore.build_info().get("cuda"):
+        pytest.skip("mindcore._C was built without CUDA")
+    monkeypatch.setenv("MINDCORE_CHUNK_ELEMS", "20000")  # several chunks / vocab blocks
+    args = make_args(37, 19, 5003, 5, dtype=dtype, bias=True, device="cuda")
+    assert_parity(op()(*args), reference(*args), dtype)
