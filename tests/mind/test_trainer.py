@@ -99,3 +99,30 @@ def test_evaluate_returns_accuracy():
     tr = make_trainer(mode="single", steps=1)
     res = tr.evaluate(tr.records, max_n=3)
     assert res["n"] == 3 and 0.0 <= res["accuracy"] <= 1.0
+
+
+def test_demo_writes_report_and_plots(tmp_path):
+    from mindcore.mind.demo import run_demo
+    rep = run_demo(str(tmp_path), modes=("single", "mind"), budget_s=120, steps=2, threads=1, log=lambda m: None,
+                   n_train=12, n_id=3, n_ood=3, ta_warmup_steps=1, eval_max_n=3, eval_max_new_tokens=8)
+    saved = json.load(open(tmp_path / "report.json"))
+    assert saved["modes"].keys() == {"single", "mind"} and saved["perspectives"][0] == "formal-symbolic"
+    for m in ("single", "mind"):
+        assert 0 <= saved["modes"][m]["id_accuracy"] <= 1 and 0 <= saved["modes"][m]["ood_accuracy"] <= 1
+        assert saved["modes"][m]["steps"] == 2 and saved["modes"][m]["tokens"] > 0
+    assert rep["wall_s"] > 0 and saved["config"]["steps"] == 2
+    for png in ("loss.png", "accuracy.png", "alpha_mind.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_cli_rejects_bad_input_before_training(tmp_path, capsys):
+    from mindcore.cli import main
+    assert main(["demo", "--out", str(tmp_path), "--modes", "single,mind-v2"]) == 2
+    assert "mind-v2" in capsys.readouterr().err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("mode: mind\nperspectives: [formal-symbolic, telepathy]\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert "telepathy" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="config.json"):
+        main(["eval", "--run", str(tmp_path / "nothing")])
+    assert not (tmp_path / "run").exists()
