@@ -36,10 +36,10 @@ def compile_all(sm=90, dtype=torch.bfloat16, d=4096):
     ieee = dtype == torch.float32
     grad_mm = dict(mm, BN=cfg["bn_d"])
     kernels = [
-        (K._logits_kernel, dict(HAS_BIAS=True, STORE_E=True, UPCAST=False, IEEE=ieee, **mm), True),
-        (K._grad_hidden_kernel, dict(UPCAST=False, IEEE=ieee, **grad_mm), True),
-        (K._grad_weight_kernel, dict(ACCUMULATE=True, HAS_BIAS=True, UPCAST=False, IEEE=ieee, **grad_mm), True),
-        (K._rows_kernel, dict(WRITE_GRAD=True, HAS_SLOTS=True, BR=cfg["BR"], VSPLIT=cfg["VSPLIT"], BT=cfg["BT"],
+        (K._logits_kernel, dict(HAS_BIAS=True, STORE_E=True, UPCAST=False, RNE_BF16=False, IEEE=ieee, **mm), True),
+        (K._grad_hidden_kernel, dict(UPCAST=False, RNE_BF16=False, IEEE=ieee, **grad_mm), True),
+        (K._grad_weight_kernel, dict(ACCUMULATE=True, HAS_BIAS=True, UPCAST=False, RNE_BF16=False, IEEE=ieee, **grad_mm), True),
+        (K._rows_kernel, dict(WRITE_GRAD=True, HAS_SLOTS=True, RNE_BF16=False, BR=cfg["BR"], VSPLIT=cfg["VSPLIT"], BT=cfg["BT"],
                               TILE_N=mm["BN"], BP=cfg["BP"]), False),
     ]
     out = []

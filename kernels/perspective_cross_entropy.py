@@ -70,9 +70,18 @@ def _mma(a, b, acc, UPCAST: tl.constexpr, IEEE: tl.constexpr):
 
 
 @triton.jit
+def _cast(x, ty, RNE_BF16: tl.constexpr):
+    if RNE_BF16:  # interpreter: its fp32 -> bf16 cast truncates; round to nearest even like the GPU
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(ty)
+
+
+@triton.jit
 def _logits_kernel(h_ptr, w_ptr, b_ptr, tgt_ptr, e_ptr, stat_m_ptr, stat_s_ptr, tlogit_ptr,
                    row0, rows, V, D, n_tiles,
-                   HAS_BIAS: tl.constexpr, STORE_E: tl.constexpr, UPCAST: tl.constexpr,
+                   HAS_BIAS: tl.constexpr, STORE_E: tl.constexpr, UPCAST: tl.constexpr, RNE_BF16: tl.constexpr,
                    IEEE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                    GROUP_M: tl.constexpr):
     pid_m, pid_n = _tile_index(tl.program_id(0), tl.cdiv(rows, BM), n_tiles, GROUP_M)
@@ -105,7 +114,7 @@ def _logits_kernel(h_ptr, w_ptr, b_ptr, tgt_ptr, e_ptr, stat_m_ptr, stat_s_ptr, 
     tl.store(stat_s_ptr + stat, tl.sum(e, axis=1), mask=rmask)
     if STORE_E:
         e_ptrs = e_ptr + r.to(tl.int64)[:, None] * V + c[None, :]
-        tl.store(e_ptrs, e.to(e_ptr.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
+        tl.store(e_ptrs, _cast(e, e_ptr.dtype.element_ty, RNE_BF16), mask=rmask[:, None] & cmask[None, :])
 
 
 @triton.jit
@@ -158,7 +167,8 @@ def _rows_kernel(tgt_ptr, pid_ptr, pw_ptr, ptok_ptr, e_ptr, stat_m_ptr, stat_s_p
                  psum_ptr, ticket_ptr, total_programs,
                  ploss_ptr, loss_ptr, val_ptr, cnt_ptr, slots_ptr, nval_ptr, ncnt_ptr,
                  row0, rows, V, n_tiles, P, ignore_index, momentum, one_minus_momentum,
-                 WRITE_GRAD: tl.constexpr, HAS_SLOTS: tl.constexpr, BR: tl.constexpr, VSPLIT: tl.constexpr,
+                 WRITE_GRAD: tl.constexpr, HAS_SLOTS: tl.constexpr, RNE_BF16: tl.constexpr, BR: tl.constexpr,
+                 VSPLIT: tl.constexpr,
                  BT: tl.constexpr, TILE_N: tl.constexpr, BP: tl.constexpr):
     r = tl.program_id(0) * BR + tl.arange(0, BR)
     rmask = r < rows
@@ -184,8 +194,8 @@ def _rows_kernel(tgt_ptr, pid_ptr, pw_ptr, ptok_ptr, e_ptr, stat_m_ptr, stat_s_p
     valid = rmask & (t != ignore_index)
     path = tl.load(pid_ptr + row0 + r, mask=rmask, other=0)
     split = tl.program_id(1)
+    t_logit = tl.load(tlogit_ptr + row0 + r, mask=valid, other=0.0)
     if split == 0:
-        t_logit = tl.load(tlogit_ptr + row0 + r, mask=valid, other=0.0)
         ce = tl.where(valid, lse - t_logit, 0.0)
         tl.atomic_add(psum_ptr + path, ce, mask=valid)
 
@@ -200,8 +210,11 @@ def _rows_kernel(tgt_ptr, pid_ptr, pw_ptr, ptok_ptr, e_ptr, stat_m_ptr, stat_s_p
             f = tl.exp(tl.load(stat_m_ptr + stat_row + tile, mask=rmask, other=0.0) - lse)
             ptrs = e_ptr + e_row[:, None] + c[None, :]
             prob = tl.load(ptrs, mask=msk, other=0.0).to(tl.float32) * f[:, None]
-            onehot = ((c[None, :] == t[:, None]) & valid[:, None]).to(tl.float32)
-            tl.store(ptrs, (scale[:, None] * (prob - onehot)).to(e_ptr.dtype.element_ty), mask=msk)
+            # Target column from the fp32 target logit: p_t - 1 near p_t = 1 would otherwise cancel
+            # the bf16 rounding of e into a large relative error (confident tokens are common).
+            is_t = (c[None, :] == t[:, None]) & valid[:, None]
+            prob = tl.where(is_t, tl.exp(t_logit - lse)[:, None] - 1.0, prob)
+            tl.store(ptrs, _cast(scale[:, None] * prob, e_ptr.dtype.element_ty, RNE_BF16), mask=msk)
 
     # Last program of the whole call (over all chunks) runs the epilogue: the ticket is acq_rel, so
     # every other program's path-sum atomics are visible once it holds the final ticket.
@@ -214,7 +227,7 @@ def _rows_kernel(tgt_ptr, pid_ptr, pw_ptr, ptok_ptr, e_ptr, stat_m_ptr, stat_s_p
 
 @triton.jit
 def _grad_hidden_kernel(g_ptr, w_ptr, gh_ptr, row0, rows, V, D,
-                        UPCAST: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr,
+                        UPCAST: tl.constexpr, RNE_BF16: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr,
                         BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):
     pid_m, pid_n = _tile_index(tl.program_id(0), tl.cdiv(rows, BM), tl.cdiv(D, BN), GROUP_M)
     r = pid_m * BM + tl.arange(0, BM)
@@ -232,12 +245,13 @@ def _grad_hidden_kernel(g_ptr, w_ptr, gh_ptr, row0, rows, V, D,
                     mask=vmask[:, None] & dmask[None, :], other=0.0)
         acc = _mma(a, b, acc, UPCAST, IEEE)
     out = gh_ptr + (row0 + r).to(tl.int64)[:, None] * D + dc[None, :]
-    tl.store(out, acc.to(gh_ptr.dtype.element_ty), mask=rmask[:, None] & dmask[None, :])
+    tl.store(out, _cast(acc, gh_ptr.dtype.element_ty, RNE_BF16), mask=rmask[:, None] & dmask[None, :])
 
 
 @triton.jit
 def _grad_weight_kernel(g_ptr, h_ptr, gw_ptr, gb_ptr, row0, rows, V, D,
                         ACCUMULATE: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
+                        RNE_BF16: tl.constexpr,
                         IEEE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                         GROUP_M: tl.constexpr):
     pid_m, pid_n = _tile_index(tl.program_id(0), tl.cdiv(V, BM), tl.cdiv(D, BN), GROUP_M)
@@ -263,7 +277,7 @@ def _grad_weight_kernel(g_ptr, h_ptr, gw_ptr, gb_ptr, row0, rows, V, D,
     omask = vmask[:, None] & dmask[None, :]
     if ACCUMULATE:
         acc += tl.load(out, mask=omask, other=0.0).to(tl.float32)
-    tl.store(out, acc.to(gw_ptr.dtype.element_ty), mask=omask)
+    tl.store(out, _cast(acc, gw_ptr.dtype.element_ty, RNE_BF16), mask=omask)
     if HAS_BIAS:
         if pid_n == 0:  # fp32 scratch, zero-initialised: accumulate over chunks
             tl.store(gb_ptr + vr, tl.load(gb_ptr + vr, mask=vmask, other=0.0) + bias_acc, mask=vmask)
@@ -310,6 +324,7 @@ def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value
     tile_n = mm["BN"]
     n_tiles = triton.cdiv(v, tile_n)
     upcast = _interpreting()
+    rne = upcast and hidden.dtype == torch.bfloat16
     ieee = hidden.dtype == torch.float32
     e_dtype = hidden.dtype
 
@@ -357,23 +372,23 @@ def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value
             _logits_kernel[(triton.cdiv(rows, mm["BM"]) * n_tiles,)](
                 hidden, weight, bias if bias is not None else dummy, targets, e_buf, stat_m, stat_s,
                 t_logit, row0, rows, v, d, n_tiles, HAS_BIAS=bias is not None, STORE_E=compute_grad,
-                UPCAST=upcast, IEEE=ieee, **mm, **launch)
+                UPCAST=upcast, RNE_BF16=rne, IEEE=ieee, **mm, **launch)
         _rows_kernel[(max(1, triton.cdiv(rows, br)), vsplit)](
             targets, path_ids, path_weights, path_tokens, e_buf, stat_m, stat_s, t_logit,
             path_sum, ticket, total_programs,
             path_loss, loss, inertia_value, inertia_count, path_slots, new_value, new_count,
             row0, rows, v, n_tiles, num_paths, ignore_index, float(momentum), 1.0 - float(momentum),
-            WRITE_GRAD=compute_grad, HAS_SLOTS=has_slots, BR=br, VSPLIT=vsplit, BT=cfg["BT"],
+            WRITE_GRAD=compute_grad, HAS_SLOTS=has_slots, RNE_BF16=rne, BR=br, VSPLIT=vsplit, BT=cfg["BT"],
             TILE_N=tile_n, BP=cfg["BP"], num_warps=4 if not upcast else 1)
         if not compute_grad or not rows:
             continue
         bm, bk, bn_d = mm["BM"], mm["BK"], cfg["bn_d"]
         _grad_hidden_kernel[(triton.cdiv(rows, bm) * triton.cdiv(d, bn_d),)](
-            e_buf, weight, grad_hidden, row0, rows, v, d, UPCAST=upcast, IEEE=ieee,
+            e_buf, weight, grad_hidden, row0, rows, v, d, UPCAST=upcast, RNE_BF16=rne, IEEE=ieee,
             BM=bm, BN=bn_d, BK=bk, GROUP_M=mm["GROUP_M"], **launch)
         _grad_weight_kernel[(triton.cdiv(v, bm) * triton.cdiv(d, bn_d),)](
             e_buf, hidden, gw_target, grad_bias32 if bias is not None else dummy, row0, rows, v, d,
-            ACCUMULATE=i > 0, HAS_BIAS=bias is not None, UPCAST=upcast, IEEE=ieee,
+            ACCUMULATE=i > 0, HAS_BIAS=bias is not None, UPCAST=upcast, RNE_BF16=rne, IEEE=ieee,
             BM=bm, BN=bn_d, BK=bk, GROUP_M=mm["GROUP_M"], **launch)
     if compute_grad:
         if gw_target is not grad_weight:
