@@ -27,8 +27,8 @@ import torch
 CHUNK_ELEMS = 1 << 26
 
 
-def _empty(device):
-    return torch.empty(0, device=device)
+def _empty(like):
+    return like.new_empty(0)
 
 
 def path_counts(targets, path_ids, num_paths, ignore_index):
@@ -118,9 +118,9 @@ def perspective_cross_entropy(hidden, weight, bias, targets, path_ids, path_weig
         path_sum, path_tokens, path_weights, inertia_value, inertia_count, path_slots, momentum)
     if compute_grad:
         grads = (g_h.to(hidden.dtype), g_w.to(weight.dtype),
-                 g_b.to(bias.dtype) if g_b is not None else _empty(dev))
+                 g_b.to(bias.dtype) if g_b is not None else _empty(hidden))
     else:
-        grads = (_empty(dev), _empty(dev), _empty(dev))
+        grads = (_empty(hidden),) * 3
     return (loss, path_loss, path_tokens, new_value, new_count) + grads
 
 

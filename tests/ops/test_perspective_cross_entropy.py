@@ -1,4 +1,6 @@
 """Every provider of perspective_cross_entropy against float64 truth (and the eager error in the dtype)."""
+import zlib
+
 import pytest
 import torch
 
@@ -30,7 +32,7 @@ def test_matches_float64_truth(provider, case, dtype, device):
     skip_unless(provider, device, dtype)
     n, d, v, p, ignore, bias, noncontig, grad_out = case
     inputs = make_inputs(n, d, v, p, dtype=dtype, device=device, ignore=ignore, bias=bias,
-                         noncontig=noncontig, seed=hash(case) % 1000)
+                         noncontig=noncontig, seed=zlib.crc32(_ids(case).encode()) % 1000)
     truth = naive(inputs, torch.float64, grad_out)
     eager = naive(inputs, dtype if device == "cuda" or dtype == torch.float32 else torch.float32, grad_out)
     if dtype != torch.float32 and device == "cpu":
