@@ -34,12 +34,7 @@ def test_matches_float64_truth(provider, case, dtype, device):
     inputs = make_inputs(n, d, v, p, dtype=dtype, device=device, ignore=ignore, bias=bias,
                          noncontig=noncontig, seed=zlib.crc32(_ids(case).encode()) % 1000)
     truth = naive(inputs, torch.float64, grad_out)
-    eager = naive(inputs, dtype if device == "cuda" or dtype == torch.float32 else torch.float32, grad_out)
-    if dtype != torch.float32 and device == "cpu":
-        # Eager CPU low precision rounds logits to the dtype; emulate that as the comparison point.
-        eager = naive({k: (t.to(dtype).to(torch.float32) if isinstance(t, torch.Tensor) and t.is_floating_point()
-                           else t) for k, t in inputs.items()}, torch.float32, grad_out)
-        eager = (eager[0].to(dtype), eager[1].to(dtype), eager[2], {k: g.to(dtype) for k, g in eager[3].items()})
+    eager = naive(inputs, dtype, grad_out)  # PyTorch's own error in this dtype is the yardstick
     out, grads = run(inputs, provider, grad_out)
     assert out.loss.dtype == torch.float32 and out.loss.dim() == 0
     assert out.path_loss.shape == (p,) and out.path_loss.dtype == torch.float32
