@@ -135,3 +135,14 @@ def test_mind_step_rows(tmp_path):
 
 def test_device_check_script_parses():
     subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "device_check.sh")], check=True)
+
+
+def test_inaccurate_baseline_is_timed_and_flagged(tmp_path, monkeypatch):
+    def off(x, device):
+        fn = bench.BUILDERS["eager"](x, device)
+        return lambda h, w: tuple(t * 1.05 for t in fn(h, w))
+
+    monkeypatch.setitem(bench.BUILDERS, "off", off)
+    monkeypatch.setattr(bench, "BASELINES", ("eager", "off"))
+    (row,) = _run(tmp_path, ["off"])
+    assert row["status"] == "ok" and row["median_ms"] > 0 and row["note"].startswith("INACCURATE")
