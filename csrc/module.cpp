@@ -19,6 +19,7 @@ PYBIND11_MODULE(_C, m) {
     d["torch_cuda"] = MINDCORE_TORCH_CUDA;
     d["parallel"] = mindcore::parallel_backend();
     d["cpu_isa"] = mindcore::cpu_isa();
+    d["cpu_lowp_gemm"] = mindcore::cpu_lowp_gemm();  // read at call time: honours MINDCORE_CPU_LOWP_GEMM
     d["ops"] = py::make_tuple("perspective_cross_entropy");
     return d;
   }, "What this extension was built with: versions, CUDA archs, compiler, parallel backend.");

@@ -2,10 +2,11 @@
 //
 // The full (N, V) logits never exist. float32 inputs take one token-chunked pass with three GEMMs
 // per chunk (logits, grad_hidden, grad_weight += G^T H); the grad_weight output is the fp32
-// accumulator. bfloat16/float16 inputs take a vocab-blocked two-pass scheme in fp32 (stats pass,
-// then recompute + gradient pass): fp32 GEMMs are far faster than low-precision ones on the CPU and
-// logits never get rounded, while only a (block x d) slice of the weight and its gradient is ever
-// held in fp32 (not a V x d copy).
+// accumulator. bfloat16/float16 inputs take, where the device says its 16-bit GEMMs are fast
+// (RowKernels::lowp_fast, e.g. CPUs with AMX / AVX512-BF16), a token-chunked pass of 16-bit GEMMs
+// with fp32-grade logits (rows_outer_lowp); elsewhere a vocab-blocked two-pass scheme in fp32 (stats
+// pass, then recompute + gradient pass), where only a (block x d) slice of the weight and its
+// gradient is ever held in fp32 (not a V x d copy).
 #include "perspective_cross_entropy.h"
 
 #include <ATen/ATen.h>
@@ -13,6 +14,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <limits>
 
@@ -111,6 +113,53 @@ Grads rows_outer(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, 
     if (s == 0) at::mm_out(g.weight, L.t(), Hc); else g.weight.addmm_(L.t(), Hc);
     if (B.defined()) g.bias.add_(L.sum(0));
   }
+  return g;
+}
+
+// bfloat16 / float16 where 16-bit GEMMs are fast: token chunks of whole rows, one pass, four 16-bit
+// GEMMs per chunk. Logits keep fp32 grade without an fp32 GEMM: hi = round(H W^T), then
+// res = round(H W^T - hi) (addmm with beta = -1 accumulates in fp32 and rounds once), and the row
+// kernel softmaxes hi + res in fp32. The gradient is rounded to the input dtype once, pre-scaled by
+// a power of two so float16 does not flush small probabilities; the grad GEMMs undo it via alpha.
+// grad_weight accumulates in the input dtype (one rounding per chunk: an fp32 V x d accumulator
+// would cost more memory than the whole chunk buffer).
+Grads rows_outer_lowp(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, const at::Tensor& B,
+                      const at::Tensor& tgt, const at::Tensor& scale, const at::Tensor& lse,
+                      const at::Tensor& tlogit, bool compute_grad) {
+  const int64_t n = H.size(0), v = W.size(0);
+  const auto dt = H.scalar_type();
+  // Same bytes as the fp32 chunk: two 16-bit buffers instead of one fp32 one.
+  const int64_t rows = std::clamp<int64_t>(chunk_elems() / std::max<int64_t>(v, 1), 1, n);
+  at::Tensor hi_buf = at::empty({rows * v}, H.options()), res_buf = at::empty({rows * v}, H.options());
+  const at::Tensor B32 = B.defined() ? B.to(at::kFloat).contiguous() : at::Tensor();
+  const at::Tensor Wt = W.t();
+  Grads g;
+  at::Tensor gB32;
+  if (compute_grad) {
+    g.hidden = at::empty_like(H);
+    g.weight = at::empty_like(W);  // the first chunk writes it (beta = 0), later ones accumulate
+    if (B.defined()) gB32 = at::zeros({v}, B32.options());
+  }
+  for (int64_t s = 0; s < n; s += rows) {
+    const int64_t r = std::min(rows, n - s);
+    const at::Tensor Hc = H.narrow(0, s, r);
+    at::Tensor hi = hi_buf.narrow(0, 0, r * v).view({r, v}), res = res_buf.narrow(0, 0, r * v).view({r, v});
+    at::mm_out(hi, Hc, Wt);
+    at::addmm_out(res, hi, Hc, Wt, /*beta=*/-1, /*alpha=*/1);
+    float smax = 0.0f;  // CPU-only path: reading the scales is a plain memory read, not a sync
+    for (const float* p = fptr(scale, s); p != fptr(scale, s + r); ++p) smax = std::max(smax, *p);
+    const float gscale = std::isfinite(smax) && smax > 0 ? std::ldexp(1.0f, -std::ilogb(smax)) : 1.0f;
+    k.lowp_rows(dt, hi.data_ptr(), res.data_ptr(), B.defined() ? fptr(B32) : nullptr, r, v, lptr(tgt, s),
+                fptr(scale, s), gscale, compute_grad, fptr(lse, s), fptr(tlogit, s));
+    if (!compute_grad) continue;
+    const double unscale = 1.0 / gscale;
+    at::Tensor gHc = g.hidden.narrow(0, s, r);
+    at::addmm_out(gHc, gHc, hi, W, /*beta=*/0, unscale);
+    if (s == 0) at::addmm_out(g.weight, g.weight, hi.t(), Hc, /*beta=*/0, unscale);
+    else g.weight.addmm_(hi.t(), Hc, /*beta=*/1, unscale);
+    if (B.defined()) gB32.add_(at::sum(hi, {0}, false, at::kFloat), unscale);
+  }
+  if (B.defined() && compute_grad) g.bias = gB32.to(dt);
   return g;
 }
 
@@ -225,6 +274,8 @@ PCEOutputs perspective_cross_entropy(const RowKernels& kernels, const at::Tensor
     if (compute_grad) g = {at::empty_like(H), at::zeros_like(W), B.defined() ? at::zeros_like(B) : at::Tensor()};
   } else if (H.scalar_type() == at::kFloat) {
     g = rows_outer(kernels, H, W, B, tgt, scale, lse, tlogit, compute_grad);
+  } else if (kernels.lowp_rows && kernels.lowp_fast && kernels.lowp_fast(H.scalar_type())) {
+    g = rows_outer_lowp(kernels, H, W, B, tgt, scale, lse, tlogit, compute_grad);
   } else {
     g = vocab_outer(kernels, H, W, B, tgt, scale, lse, tlogit, compute_grad);
   }

@@ -23,6 +23,16 @@ struct RowKernels {
   // Column block, final lse known: logits become scale * (exp(logit - lse) - onehot) in place.
   void (*block_grad)(float* logits, int64_t rows, int64_t cols, int64_t col0, const int64_t* targets,
                      const float* lse, const float* scale);
+
+  // Optional, for devices whose 16-bit GEMMs beat fp32 ones (nullptr: 16-bit inputs take the fp32
+  // vocab-blocked scheme). `lowp_fast(dtype)` decides at run time. `lowp_rows` takes whole rows whose
+  // logits are hi + res (+ bias), hi and res two row-major (rows, cols) tensors of `dtype` (bfloat16
+  // or float16), and writes lse and the target logit in fp32; if `grad`, hi becomes
+  // gscale * scale[r] * (softmax - onehot) rounded once to `dtype`.
+  bool (*lowp_fast)(at::ScalarType dtype) = nullptr;
+  void (*lowp_rows)(at::ScalarType dtype, void* hi, const void* res, const float* bias, int64_t rows,
+                    int64_t cols, const int64_t* targets, const float* scale, float gscale, bool grad,
+                    float* lse, float* target_logit) = nullptr;
 };
 
 using PCEOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,

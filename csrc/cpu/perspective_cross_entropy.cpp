@@ -2,13 +2,16 @@
 // Rows run in parallel (at::parallel_for); within a row, branch-free loops with an inline
 // polynomial exp vectorise (`omp simd`), compiled once per ISA and picked at load time.
 #include <ATen/Parallel.h>
+#include <c10/util/Half.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 
 #include "build_info.h"
 #include "perspective_cross_entropy.h"
@@ -129,7 +132,149 @@ void block_grad(float* logits, int64_t rows, int64_t cols, int64_t col0, const i
   });
 }
 
-constexpr RowKernels kCpuKernels{full_rows, block_stats, block_grad};
+// ---- 16-bit inputs with fast 16-bit GEMMs: logits arrive as hi + res (see rows_outer_lowp) ----
+
+struct Bf16 {  // bfloat16 as raw bits: widening is a shift, narrowing rounds to nearest even
+  using raw = uint16_t;
+  static float load(uint16_t b) {
+    const uint32_t u = uint32_t{b} << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  }
+  static uint16_t store(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    const uint16_t rounded = static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+    return f != f ? uint16_t{0x7FC0} : rounded;  // keep NaN a NaN (rounding could carry it to inf)
+  }
+};
+
+struct F16 {  // float16: the compiler's conversions (F16C instructions where the clone has them)
+#if defined(__FLT16_MAX__)
+  using raw = _Float16;
+  static float load(_Float16 h) { return static_cast<float>(h); }
+  static _Float16 store(float f) { return static_cast<_Float16>(f); }
+#else
+  using raw = c10::Half;
+  static float load(c10::Half h) { return static_cast<float>(h); }
+  static c10::Half store(float f) { return c10::Half(f); }
+#endif
+};
+
+// One row: x = hi + res (+ bias) in fp32 scratch, lse and target logit, then (if grad) hi becomes
+// g * (softmax - onehot) rounded once. Inlined into per-ISA wrappers below.
+template <class T>
+__attribute__((always_inline)) inline void lowp_row(typename T::raw* h, const typename T::raw* q, const float* bias,
+                                                   float* x, int64_t cols, int64_t t, float g, bool grad,
+                                                   float* lse, float* target_logit) {
+  float m = kNegInf;
+  if (bias) {
+#pragma omp simd reduction(max : m)
+    for (int64_t j = 0; j < cols; ++j) {
+      x[j] = T::load(h[j]) + T::load(q[j]) + bias[j];
+      m = std::max(m, x[j]);
+    }
+  } else {
+#pragma omp simd reduction(max : m)
+    for (int64_t j = 0; j < cols; ++j) {
+      x[j] = T::load(h[j]) + T::load(q[j]);
+      m = std::max(m, x[j]);
+    }
+  }
+  const bool has_t = t >= 0 && t < cols;
+  *target_logit = has_t ? x[t] : 0.0f;
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < cols; ++j) {
+    x[j] = vexp(x[j] - m);
+    s += x[j];
+  }
+  *lse = m + std::log(s);
+  if (!grad) return;
+  const float f = g / s;
+#pragma omp simd
+  for (int64_t j = 0; j < cols; ++j) h[j] = T::store(f * x[j]);
+  if (has_t) h[t] = T::store(f * x[t] - g);
+}
+
+using LowpRowFn = void (*)(void*, const void*, const float*, float*, int64_t, int64_t, float, bool, float*, float*);
+
+#define MC_LOWP_ROW(NAME, T, ATTR)                                                                          \
+  ATTR void NAME(void* h, const void* q, const float* bias, float* x, int64_t cols, int64_t t, float g,     \
+                 bool grad, float* lse, float* tl) {                                                        \
+    lowp_row<T>(static_cast<T::raw*>(h), static_cast<const T::raw*>(q), bias, x, cols, t, g, grad, lse, tl); \
+  }
+MC_LOWP_ROW(lowp_row_bf16, Bf16, )
+MC_LOWP_ROW(lowp_row_f16, F16, )
+#if MC_HAVE_CLONES
+// target_clones cannot name avx512f + f16c together, and GCC 12 does not vectorise _Float16 under
+// arch=sapphirerapids: an explicit AVX-512 + F16C version, picked at run time.
+#define MC_AVX512_F16C __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma")))
+MC_LOWP_ROW(lowp_row_bf16_avx512, Bf16, MC_AVX512_F16C)
+MC_LOWP_ROW(lowp_row_f16_avx512, F16, MC_AVX512_F16C)
+#endif
+
+bool have_avx512_f16c() {
+#if MC_HAVE_CLONES
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+LowpRowFn pick_lowp_row(at::ScalarType dtype) {
+  static const bool avx512 = have_avx512_f16c();
+  const bool half = dtype == at::kHalf;
+#if MC_HAVE_CLONES
+  if (avx512) return half ? lowp_row_f16_avx512 : lowp_row_bf16_avx512;
+#endif
+  return half ? lowp_row_f16 : lowp_row_bf16;
+}
+
+void lowp_rows(at::ScalarType dtype, void* hi, const void* res, const float* bias, int64_t rows, int64_t cols,
+               const int64_t* targets, const float* scale, float gscale, bool grad, float* lse,
+               float* target_logit) {
+  TORCH_CHECK(dtype == at::kBFloat16 || dtype == at::kHalf, "lowp_rows: 16-bit dtype expected, got ", dtype);
+  const LowpRowFn row = pick_lowp_row(dtype);
+  auto* h = static_cast<uint16_t*>(hi);  // both formats are 2 bytes wide
+  const auto* q = static_cast<const uint16_t*>(res);
+  at::parallel_for(0, rows, grain(cols), [&](int64_t begin, int64_t end) {
+    std::unique_ptr<float[]> x(new float[cols]);  // fp32 row scratch: stays in L2 across the passes
+    for (int64_t r = begin; r < end; ++r) {
+      row(h + r * cols, q + r * cols, bias, x.get(), cols, targets[r], gscale * scale[r], grad, lse + r,
+          target_logit + r);
+    }
+  });
+}
+
+// Where this CPU's 16-bit GEMMs (oneDNN behind at::mm) beat fp32 ones: matrix units or dot-product
+// instructions for the dtype. MINDCORE_CPU_LOWP_GEMM=0/1 overrides (tests run both paths anywhere).
+int lowp_env() {
+  const char* env = std::getenv("MINDCORE_CPU_LOWP_GEMM");
+  if (!env || !*env) return -1;
+  return env[0] == '0' ? 0 : 1;
+}
+
+bool lowp_hw(at::ScalarType dtype) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  __builtin_cpu_init();
+  if (dtype == at::kBFloat16) return __builtin_cpu_supports("amx-bf16") || __builtin_cpu_supports("avx512bf16");
+  if (dtype == at::kHalf) return __builtin_cpu_supports("avx512fp16");
+#endif
+  (void)dtype;
+  return false;
+}
+
+bool lowp_fast(at::ScalarType dtype) {
+  if (dtype != at::kBFloat16 && dtype != at::kHalf) return false;
+  const int env = lowp_env();
+  return env >= 0 ? env == 1 : lowp_hw(dtype);
+}
+
+constexpr RowKernels kCpuKernels{full_rows, block_stats, block_grad, lowp_fast, lowp_rows};
 
 PCEOutputs cpu_impl(const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                     const at::Tensor& targets, const at::Tensor& path_ids, const at::Tensor& path_weights,
@@ -140,6 +285,17 @@ PCEOutputs cpu_impl(const at::Tensor& hidden, const at::Tensor& weight, const st
 }
 
 }  // namespace
+
+std::string cpu_lowp_gemm() {
+  std::string out;
+  for (auto [name, dt] : {std::pair{"bfloat16", at::kBFloat16}, std::pair{"float16", at::kHalf}}) {
+    if (!out.empty()) out += "; ";
+    out += std::string(name) + ": " + (lowp_fast(dt) ? "16-bit GEMMs, fp32-grade logits (hi + residual)"
+                                                    : "fp32 GEMMs on converted vocab blocks");
+    if (lowp_env() >= 0) out += " (MINDCORE_CPU_LOWP_GEMM)";
+  }
+  return out;
+}
 
 const char* cpu_isa() {
 #if MC_HAVE_CLONES
