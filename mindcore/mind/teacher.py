@@ -11,6 +11,9 @@ Splits (sized for a ~1M-parameter student trained minutes on 2 CPU cores):
 - ood_eval variants: ``held_out_pattern`` (4-term chains whose operator pattern never occurs in
   training), ``new_wording`` (same kind of chain, a question template never seen in training);
   optional ``five_terms`` (longer chains; near chance for the tiny student).
+  A trial (tiny-llama, one path style, ~650 steps of 32 questions, 1 contended CPU thread) reached 33%
+  on id_eval and 17% on this wording, 12% on held-out patterns; fully new phrasings ("What is ...?",
+  "Work out ... and give the result.") stayed at 1-4%, so the wording keeps the task's sentence frame.
 Eval questions never share an expression with a training question.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ from .data import PERSPECTIVES, Path, Record, final_line
 
 DOMAIN = "chain_sum"
 HELD_OUT_PATTERNS = (("-", "-", "-"), ("+", "-", "+"))
-NEW_WORDING = "Work out {expr} and give the result."
+NEW_WORDING = "Compute the following arithmetic problem: {expr} ="   # partly reachable: see the docstring
 OOD_VARIANTS = ("held_out_pattern", "new_wording")
 
 
