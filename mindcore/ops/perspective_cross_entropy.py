@@ -48,11 +48,16 @@ class _Function(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_loss, *unused):
+        # The gradient was formed in the forward for grad_output = 1: scale it in place, so the
+        # backward allocates nothing (a copy would be a second V x d weight gradient).
+        if getattr(ctx, "consumed", False):
+            raise RuntimeError("perspective_cross_entropy: backward ran twice through the same call "
+                               "(retain_graph=True); call the op again for a second backward")
+        ctx.consumed = True
         g_hidden, g_weight, g_bias = ctx.saved_tensors
         need = ctx.needs_input_grad
-        scale = lambda g: (g * g_loss).to(g.dtype)  # noqa: E731  (the gradient was formed for grad_output = 1)
-        return ((scale(g_hidden) if need[0] else None), (scale(g_weight) if need[1] else None),
-                (scale(g_bias) if need[2] else None)) + (None,) * 9
+        grads = tuple(g.mul_(g_loss) if n else None for g, n in zip((g_hidden, g_weight, g_bias), need[:3]))
+        return grads + (None,) * 9
 
 
 def _fail(arg, problem, fix):

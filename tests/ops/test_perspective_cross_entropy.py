@@ -127,3 +127,13 @@ def test_reference_chunking_is_invisible():
     chunked = ref(*args, chunk_rows=4)
     for a, b in zip(whole, chunked):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_second_backward_through_one_call_is_refused():
+    inputs = make_inputs(6, 4, 9, 2, seed=14)
+    h = inputs["hidden"].clone().requires_grad_()
+    out = mindcore.perspective_cross_entropy(h, inputs["weight"], inputs["targets"], inputs["path_ids"],
+                                             inputs["path_weights"])
+    out.loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        out.loss.backward()
