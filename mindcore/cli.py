@@ -82,7 +82,7 @@ def build_parser():
                    "mind,mind-no-inertia,mind-no-synergy)")
     d.add_argument("--budget-s", type=float, default=540.0, help="total wall-clock budget, split across modes")
     d.add_argument("--steps", type=int, default=None, help="step budget per mode (default: the demo preset)")
-    d.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: half the cores)")
+    d.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores; use 1 on a shared machine)")
     t = sub.add_parser("train", help="train one mode from a YAML config (runs under torchrun too)")
     t.add_argument("--config", required=True)
     t.add_argument("--out", default=None)
