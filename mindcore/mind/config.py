@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -119,13 +120,20 @@ class TrainConfig:
         return cls(**d)
 
 
+PRESETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
 def load_config(path, **overrides) -> TrainConfig:
+    """A YAML file, or the name of a packaged preset (`demo`, `study`: mindcore/configs/NAME.yaml)."""
     import yaml
+    preset = os.path.join(PRESETS, f"{path}.yaml")
+    if not os.path.exists(path) and os.path.exists(preset):
+        path = preset
     try:
         with open(path) as f:
             raw = yaml.safe_load(f) or {}
     except FileNotFoundError:
-        raise ConfigError(f"config file {path!r} does not exist; pass --config configs/demo.yaml or another YAML file")
+        raise ConfigError(f"config file {path!r} does not exist; pass --config demo, --config study (packaged presets) or a YAML file")
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path!r} must hold a mapping of keys to values")
     raw.update({k: v for k, v in overrides.items() if v is not None})

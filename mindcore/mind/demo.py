@@ -17,7 +17,7 @@ import torch
 
 from .config import MODES, ConfigError, TrainConfig
 
-# The demo preset (configs/demo.yaml holds the same values for `mindcore train`).
+# The demo preset (mindcore/configs/demo.yaml holds the same values for `mindcore train`).
 # eval_max_new_tokens covers the longest rationale style (~64 tokens) so no mode is cut off early.
 DEMO = dict(student="tiny-llama", n_train=2000, n_id=200, n_ood=200, steps=800, questions_per_step=4,
             accum=1, lr=3e-3, warmup_steps=20, max_len=112, ta_warmup_steps=20, log_every=50,
