@@ -34,7 +34,7 @@ info: build
 	$(BIN)/python -m mindcore.info
 
 bench: build
-	$(BIN)/python benchmarks/bench_perspective_ce.py
+	$(BIN)/python -m benchmarks.bench_perspective_ce --dtypes fp32,bf16 --reps 3 --providers floor,eager,reference,cpu,triton,cuda
 
 clean:
 	rm -rf build $(VENV) *.egg-info mindcore/_C*.so
