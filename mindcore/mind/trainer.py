@@ -127,6 +127,8 @@ class Trainer:
         self.dist = D.current()
         self.device = torch.device(cfg.device)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        if not self.dist.is_main:  # one progress stream under torchrun: rank 0's
+            self.log = lambda msg: None
         self.model.to(self.device)
         self.core = _Hidden(model)
         if self.dist.enabled:
