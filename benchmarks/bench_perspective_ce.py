@@ -11,7 +11,6 @@ grad_H = G W, grad_W = G^T H; fp32 on CPU, the input dtype on CUDA): the compute
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path

@@ -25,7 +25,6 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .. import InertiaState, perspective_cross_entropy
 from ..reference.consistency import answer_consistency

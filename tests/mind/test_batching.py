@@ -6,18 +6,8 @@ pytest.importorskip("reasoning_gym")
 import torch
 
 from mindcore.mind.batching import IGNORE, encode_prompt, make_batch
-from mindcore.mind.data import PERSPECTIVES, Path, Record, builtin_dataset, format_prompt
-from mindcore.mind.tokenizer import build_tokenizer, load_tokenizer, training_texts
-
-
-@pytest.fixture(scope="module")
-def data():
-    return builtin_dataset(seed=0, n_train=64, n_id=8, n_ood=8)
-
-
-@pytest.fixture(scope="module")
-def tok(data):
-    return build_tokenizer(training_texts(data["train"]), vocab_size=320)
+from mindcore.mind.data import PERSPECTIVES, Path, Record, format_prompt
+from mindcore.mind.tokenizer import build_tokenizer, load_tokenizer
 
 
 def test_tokenizer_round_trip_digits_and_specials(tok, data, tmp_path):

@@ -9,20 +9,9 @@ pytest.importorskip("reasoning_gym")
 import torch
 
 from mindcore.mind.batching import encode_prompt, make_batch
-from mindcore.mind.data import builtin_dataset
 from mindcore.mind.evaluate import answers_match, evaluate, extract_answer
 from mindcore.mind.student import build_student, pick_attention, save_student
-from mindcore.mind.tokenizer import build_tokenizer, training_texts
-
-
-@pytest.fixture(scope="module")
-def data():
-    return builtin_dataset(seed=0, n_train=64, n_id=8, n_ood=8)
-
-
-@pytest.fixture(scope="module")
-def tok(data):
-    return build_tokenizer(training_texts(data["train"]))
+from mindcore.mind.tokenizer import build_tokenizer
 
 
 @pytest.fixture
