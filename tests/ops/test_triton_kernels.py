@@ -22,6 +22,7 @@ from mindcore.reference.perspective_cross_entropy import (  # noqa: E402
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no CUDA and TRITON_INTERPRET is not 1", allow_module_level=True)
 
+from helpers import make_inputs  # noqa: E402
 from mindcore.kernels import perspective_cross_entropy as K  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -30,24 +31,15 @@ NAMES = ("loss", "path_loss", "path_tokens", "new_value", "new_count", "grad_hid
 
 def make(n, d, v, p=4, *, dtype=torch.float32, ignore="some", bias=False, seed=0, slots=(0, 1, 0, -1),
          num_slots=3, empty_path=False):
-    g = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(n, d, generator=g)
-    weight = torch.randn(v, d, generator=g) / d ** 0.5 * 2
-    b = torch.randn(v, generator=g) * 0.5 if bias else None
-    targets = torch.randint(0, v, (n,), generator=g)
-    if ignore == "all":
-        targets[:] = -100
-    elif ignore == "some":
-        targets[torch.rand(n, generator=g) < 0.3] = -100
-    # empty_path: the last path gets no tokens at all
-    path_ids = torch.randint(0, p - 1 if empty_path else p, (n,), generator=g)
-    path_weights = torch.rand(p, generator=g) + 0.1
-    value = torch.rand(num_slots, generator=g) * 3
-    count = torch.arange(num_slots) % 3  # count 0 -> first observation initialises the slot
-    path_slots = torch.tensor(slots, dtype=torch.int64)
-    to = lambda t, dt=None: None if t is None else t.to(device=DEV, dtype=dt or t.dtype)  # noqa: E731
-    return [to(hidden, dtype), to(weight, dtype), to(b, dtype), to(targets), to(path_ids), to(path_weights),
-            to(value), to(count), to(path_slots), -100, 0.9, True]
+    """Provider-signature arguments: the shared op inputs plus a non-trivial inertia state."""
+    x = make_inputs(n, d, v, p, dtype=dtype, device=DEV, ignore=ignore, bias=bias, seed=seed)
+    if empty_path:  # the last path gets no tokens at all
+        x["path_ids"] = x["path_ids"] % (p - 1)
+    g = torch.Generator().manual_seed(seed + 1)
+    value = (torch.rand(num_slots, generator=g) * 3).to(DEV)
+    count = (torch.arange(num_slots) % 3).to(DEV)  # count 0 -> first observation initialises the slot
+    return [x["hidden"], x["weight"], x["bias"], x["targets"], x["path_ids"], x["path_weights"],
+            value, count, torch.tensor(slots, dtype=torch.int64, device=DEV), -100, 0.9, True]
 
 
 def check(args, out=None, **launch_kw):
