@@ -54,10 +54,10 @@ skip = os.environ.get("MINDCORE_SKIP_BUILD") == "1"
 setup(
     name="mindcore",
     version=VERSION,
-    packages=find_packages(include=["mindcore", "mindcore.*"]) + ["mindcore.kernels"],
+    packages=find_packages(include=["mindcore", "mindcore.*"]) + ["mindcore.kernels", "mindcore.configs"],
     # Our top-level kernels/ installs as mindcore.kernels (a PyPI package named `kernels` exists).
     package_dir={"mindcore.kernels": "kernels"},
-    package_data={"mindcore": ["configs/*.yaml"]},
+    package_data={"mindcore.configs": ["*.yaml"]},
     ext_modules=[] if skip else [Extension("mindcore._C", sources=[])],
     cmdclass={} if skip else {"build_ext": CMakeBuild},
     python_requires=">=3.10",
