@@ -107,13 +107,24 @@ def available_providers(op: str, device="cpu", dtype=None) -> list:
 
 
 _LOADED: dict = {}
+_CHOSEN: dict = {}  # (op, device, dtype, explicit choice, interpreter flag) -> provider name
 
 
 @torch.compiler.assume_constant_result
 def _resolve(op: str, device_type: str, device_index, dtype, provider) -> str:
-    """Pick (and import) the provider; torch.compile runs this once at trace time as a constant."""
-    providers = _providers(op)
+    """Pick (and import) the provider; torch.compile runs this once at trace time as a constant.
+
+    Cached per call signature and environment, so an eager training loop pays one dict lookup.
+    """
     explicit = provider or os.environ.get("MINDCORE_PROVIDER") or None
+    key = (op, device_type, device_index, dtype, explicit, _interpreting())
+    if key not in _CHOSEN:
+        _CHOSEN[key] = _choose(op, device_type, device_index, dtype, explicit)
+    return _CHOSEN[key]
+
+
+def _choose(op, device_type, device_index, dtype, explicit) -> str:
+    providers = _providers(op)
     device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
     if explicit:
         if explicit not in providers:
