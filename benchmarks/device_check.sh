@@ -52,12 +52,15 @@ command -v nvcc >/dev/null && nvcc --version | tail -1 >>"$LOG"
 
 BENCH=(-m benchmarks.bench_perspective_ce --out "$OUT/results")
 STEP=(-m benchmarks.bench_mind_step --out "$OUT/results")
+CONS=(-m benchmarks.bench_answer_consistency --out "$OUT/results")
 if [ $DRY = 1 ]; then
     log "SKIP  wheels, CUDA build, op tests on CUDA (dry run)"
     ls .whl/*.whl >>"$LOG" 2>&1 || log "no wheels in .whl/"
     stage info 60 "$PY" -m mindcore.info
     stage bench-op 240 "$PY" "${BENCH[@]}" --device cpu --shapes tiny --tokens 64 --dtypes fp32 \
         --providers floor,eager,reference,cpu,triton,liger,cce --modes fwd+bwd --reps 2
+    stage bench-cons 60 "$PY" "${CONS[@]}" --device cpu --shapes tiny --questions 2 --dtypes fp32 \
+        --modes fwd+bwd --reps 2
     stage bench-step 180 "$PY" "${STEP[@]}" --device cpu --shapes tiny --quick --reps 1 --path-len 16
 else
     if ls .whl/*.whl >/dev/null 2>&1; then
@@ -76,6 +79,8 @@ else
         --dtypes bf16 --modes fwd+bwd --reps 10 --providers floor,eager,reference,triton,cuda,liger,cce
     stage bench-qwen7b 60 "$PY" "${BENCH[@]}" --device cuda --shapes qwen2.5-7b --tokens 8192 \
         --dtypes bf16 --modes fwd+bwd --reps 10 --providers floor,eager,reference,triton,cuda,liger,cce
+    stage bench-cons 30 "$PY" "${CONS[@]}" --device cuda --shapes llama3.1-8b --questions 8 \
+        --dtypes bf16 --modes fwd,fwd+bwd --reps 10
     stage bench-step 100 "$PY" "${STEP[@]}" --device cuda --shapes smollm2-135m,qwen2.5-0.5b --reps 3
 fi
 stage plot 30 "$PY" -m benchmarks.plot "$OUT"/results/*.csv --out "$OUT"
