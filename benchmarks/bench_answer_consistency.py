@@ -26,10 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import torch
 
 from benchmarks import harness as H
-from benchmarks.bench_perspective_ce import (  # parse_shape: its SHAPES, real LM heads
-    FLOPS,
-    parse_shape,
-)
+from benchmarks.bench_perspective_ce import parse_shape  # its SHAPES: the real LM heads
 from mindcore.reference.consistency import answer_consistency
 
 OP = "answer_consistency"
@@ -197,41 +194,22 @@ def run(shapes, questions, k, a, dtypes, providers, modes, reps, device, out, me
                     except Exception as exc:
                         status, note = "FAILED", f"{type(exc).__name__}: {str(exc)[:300]}"
                     if status != "ok":
-                        rows.append(H.make_row(env, **base, mode=",".join(modes), status=status, note=note))
-                        H.append_rows(path, rows[-1:])
-                        H.print_row(rows[-1])
+                        H.emit(rows, path, H.make_row(env, **base, mode=",".join(modes), status=status, note=note))
                         del bench
                         continue
                     for mode in modes:
-                        row = H.make_row(env, **base, mode=mode, status="ok", note=note)
-                        try:
-                            warm = 0 if (device.type == "cpu" and mode == "fwd+bwd") else 1
-                            row.update(H.time_bench(bench, mode, device, reps, warmup=warm))
-                        except Exception as exc:
-                            row.update(status="FAILED", note=f"{type(exc).__name__}: {str(exc)[:300]}")
-                            rows.append(row)
-                            H.append_rows(path, [row])
-                            H.print_row(row)
-                            continue
-                        ms = row["median_ms"]
-                        row["tokens_per_s"] = n / (ms / 1e3)
-                        row["tflops"] = FLOPS[mode] * n * d * v / (ms / 1e3) / 1e12
-                        if memory:
-                            try:
-                                spec = dict(provider=provider, n=n, d=d, v=v, dtype=H.DTYPE_NAME[dtype],
-                                            device=str(device), k=k, a=a)
-                                row.update(H.cuda_memory(bench, mode, device) if device.type == "cuda"
-                                           else H.cpu_memory_subprocess("benchmarks.bench_answer_consistency",
-                                                                        spec, mode))
-                            except Exception as exc:
-                                row["note"] = f"{note}; memory not measured: {type(exc).__name__}: {str(exc)[:200]}"
-                        if provider == "eager-naive":
-                            eager_ms[mode] = ms
-                        if mode in eager_ms:
-                            row["x_eager"] = ms / eager_ms[mode]
-                        rows.append(row)
-                        H.append_rows(path, [row])
-                        H.print_row(row)
+                        warm = 0 if (device.type == "cpu" and mode == "fwd+bwd") else 1
+                        spec = dict(provider=provider, n=n, d=d, v=v, dtype=H.DTYPE_NAME[dtype],
+                                    device=str(device), k=k, a=a)
+                        row = H.measure(bench, mode, env=env, base=base, note=note, device=device, reps=reps,
+                                        warmup=warm, memory_module=memory and "benchmarks.bench_answer_consistency",
+                                        memory_spec=spec)
+                        if row["status"] == "ok":
+                            if provider == "eager-naive":
+                                eager_ms[mode] = row["median_ms"]
+                            if mode in eager_ms:
+                                row["x_eager"] = row["median_ms"] / eager_ms[mode]
+                        H.emit(rows, path, row)
                     del bench
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
@@ -252,13 +230,9 @@ def main(argv=None):
     shapes = args.shapes or (["smollm2-135m", "qwen2.5-0.5b"] if device.type == "cpu" else
                              ["qwen2.5-0.5b", "llama3.1-8b"])
     providers = args.providers or PROVIDERS
-    unknown = set(providers) - set(PROVIDERS)
-    if unknown:
-        raise SystemExit(f"--providers: unknown {sorted(unknown)}; choose from {PROVIDERS}")
+    H.check_choices("providers", providers, PROVIDERS)
     providers = sorted(providers, key=lambda q: q != "eager-naive")  # x_eager refers to its rows
-    bad_modes = set(args.modes) - set(H.MODES)
-    if bad_modes:
-        raise SystemExit(f"--modes: unknown {sorted(bad_modes)}; choose from {H.MODES}")
+    H.check_choices("modes", args.modes, H.MODES)
     rows = run(shapes, args.questions, args.paths, args.answer_len, H.parse_dtypes(args.dtypes), providers,
                args.modes, args.reps, device, args.out, memory=not args.no_memory)
     if args.compare:

@@ -229,9 +229,6 @@ def reference_outputs(n, d, v, dtype, device, seed=0):
 
 
 # ----------------------------------------------------------------------------- driver
-FLOPS = {"fwd": 2, "bwd": 4, "fwd+bwd": 6}
-
-
 def run(shapes, tokens, dtypes, providers, modes, reps, device, out, memory=True, log=print):
     """Measure every combination; append each row as soon as it exists (a timeout loses one)."""
     device = torch.device(device)
@@ -271,48 +268,30 @@ def run(shapes, tokens, dtypes, providers, modes, reps, device, out, memory=True
                     except Exception as exc:  # a provider that crashes is a failed provider
                         status, note = "FAILED", f"{type(exc).__name__}: {str(exc)[:300]}"
                     if status != "ok":
-                        rows.append(H.make_row(env, **base, mode=",".join(modes), status=status, note=note))
-                        H.append_rows(path, rows[-1:])
-                        H.print_row(rows[-1])
+                        H.emit(rows, path, H.make_row(env, **base, mode=",".join(modes), status=status, note=note))
                         del bench
                         continue
                     for mode in modes:
-                        row = H.make_row(env, **base, mode=mode, status="ok", note=note)
-                        try:
-                            # the correctness run warmed up fwd+bwd on the CPU; compile re-traces per grad mode
-                            warm = 0 if (device.type == "cpu" and mode == "fwd+bwd"
-                                         and provider not in ("floor", "compile")) else 1
-                            row.update(H.time_bench(bench, mode, device, reps, warmup=warm))
-                        except Exception as exc:
-                            row.update(status="FAILED", note=f"{type(exc).__name__}: {str(exc)[:300]}")
-                            rows.append(row)
-                            H.append_rows(path, [row])
-                            H.print_row(row)
-                            continue
-                        ms = row["median_ms"]
-                        row["tokens_per_s"] = n / (ms / 1e3)
-                        row["tflops"] = FLOPS[mode] * n * d * v / (ms / 1e3) / 1e12
-                        if memory:
-                            try:
-                                spec = dict(provider=provider, n=n, d=d, v=v, dtype=H.DTYPE_NAME[dtype],
-                                            device=str(device))
-                                row.update(H.cuda_memory(bench, mode, device) if device.type == "cuda"
-                                           else H.cpu_memory_subprocess("benchmarks.bench_perspective_ce", spec, mode))
-                            except Exception as exc:
-                                row["note"] = f"memory not measured: {type(exc).__name__}: {str(exc)[:200]}"
-                        if provider == "floor":
-                            floor_ms[(shape, n, base["dtype"], mode)] = ms
-                            floor_ms[(shape, n, base["dtype"])] = ms
-                        if provider == "eager":
-                            eager_ms[mode] = ms
-                        if mode in eager_ms:
-                            row["x_eager"] = ms / eager_ms[mode]
-                        fkey = (shape, n, H.DTYPE_NAME[floor_dtype(dtype, device)], mode)
-                        if fkey in floor_ms:
-                            row["x_floor"] = ms / floor_ms[fkey]
-                        rows.append(row)
-                        H.append_rows(path, [row])
-                        H.print_row(row)
+                        # the correctness run warmed up fwd+bwd on the CPU; compile re-traces per grad mode
+                        warm = 0 if (device.type == "cpu" and mode == "fwd+bwd"
+                                     and provider not in ("floor", "compile")) else 1
+                        spec = dict(provider=provider, n=n, d=d, v=v, dtype=H.DTYPE_NAME[dtype], device=str(device))
+                        row = H.measure(bench, mode, env=env, base=base, note=note, device=device, reps=reps,
+                                        warmup=warm, memory_module=memory and "benchmarks.bench_perspective_ce",
+                                        memory_spec=spec)
+                        if row["status"] == "ok":
+                            ms = row["median_ms"]
+                            if provider == "floor":
+                                floor_ms[(shape, n, base["dtype"], mode)] = ms
+                                floor_ms[(shape, n, base["dtype"])] = ms
+                            if provider == "eager":
+                                eager_ms[mode] = ms
+                            if mode in eager_ms:
+                                row["x_eager"] = ms / eager_ms[mode]
+                            fkey = (shape, n, H.DTYPE_NAME[floor_dtype(dtype, device)], mode)
+                            if fkey in floor_ms:
+                                row["x_floor"] = ms / floor_ms[fkey]
+                        H.emit(rows, path, row)
                     del bench
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
@@ -328,14 +307,10 @@ def main(argv=None):
                              ["qwen2.5-0.5b", "qwen2.5-7b", "llama3.1-8b"])
     tokens = args.tokens or DEFAULT_TOKENS.get(device.type, [2048])
     providers = args.providers or PROVIDERS
-    unknown = set(providers) - set(PROVIDERS)
-    if unknown:
-        raise SystemExit(f"--providers: unknown {sorted(unknown)}; choose from {PROVIDERS}")
+    H.check_choices("providers", providers, PROVIDERS)
     # floor and eager first: the ratio columns of the rows after them refer to them
     providers = sorted(providers, key=lambda p: (p != "floor", p != "eager"))
-    bad_modes = set(args.modes) - set(H.MODES)
-    if bad_modes:
-        raise SystemExit(f"--modes: unknown {sorted(bad_modes)}; choose from {H.MODES}")
+    H.check_choices("modes", args.modes, H.MODES)
     rows = run(shapes, tokens, H.parse_dtypes(args.dtypes), providers, args.modes, args.reps, device,
                args.out, memory=not args.no_memory)
     if args.compare:

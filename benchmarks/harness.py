@@ -292,6 +292,47 @@ def make_row(env, **fields) -> dict:
     return row
 
 
+FLOPS = {"fwd": 2, "bwd": 4, "fwd+bwd": 6}  # x N*d*V: the head GEMMs of one mode
+
+
+def emit(rows, path, row):
+    """Keep the row, append it to the CSV now (a later timeout loses nothing) and print it."""
+    rows.append(row)
+    append_rows(path, [row])
+    print_row(row)
+
+
+def measure(bench, mode, *, env, base, note, device, reps, warmup, memory_module=None, memory_spec=None) -> dict:
+    """One checked bench in one mode -> a row with time, tokens/s, effective TFLOP/s and memory.
+
+    ``base`` holds N, d, V; the memory probe runs when ``memory_module`` is given (CUDA: in process;
+    CPU: ``memory_module``'s memprobe in a fresh subprocess with ``memory_spec``).
+    """
+    row = make_row(env, **base, mode=mode, status="ok", note=note)
+    try:
+        row.update(time_bench(bench, mode, device, reps, warmup=warmup))
+    except Exception as exc:
+        row.update(status="FAILED", note=f"{type(exc).__name__}: {str(exc)[:300]}")
+        return row
+    secs = row["median_ms"] / 1e3
+    row["tokens_per_s"] = base["N"] / secs
+    row["tflops"] = FLOPS[mode] * base["N"] * base["d"] * base["V"] / secs / 1e12
+    if memory_module:
+        try:
+            row.update(cuda_memory(bench, mode, device) if device.type == "cuda"
+                       else cpu_memory_subprocess(memory_module, memory_spec, mode))
+        except Exception as exc:
+            row["note"] = "; ".join(filter(None, [note, f"memory not measured: {type(exc).__name__}: "
+                                                        f"{str(exc)[:200]}"]))
+    return row
+
+
+def check_choices(name, chosen, allowed):
+    unknown = set(chosen) - set(allowed)
+    if unknown:
+        raise SystemExit(f"--{name}: unknown {sorted(unknown)}; choose from {list(allowed)}")
+
+
 def results_path(out, device) -> Path:
     return Path(out) / f"{device_name(device)}.csv"
 

@@ -38,7 +38,7 @@ def test_rows_have_every_column(tmp_path):
         for key in ("median_ms", "p20_ms", "p80_ms", "tokens_per_s", "tflops", "x_floor"):
             assert float(r[key]) > 0, (key, r)
         assert float(r["p20_ms"]) <= float(r["median_ms"]) <= float(r["p80_ms"])
-        flops = bench.FLOPS[r["mode"]] * 40 * 24 * 67
+        flops = harness.FLOPS[r["mode"]] * 40 * 24 * 67
         assert math.isclose(float(r["tflops"]), flops / (float(r["median_ms"]) / 1e3) / 1e12, rel_tol=1e-3)
     assert all(float(r["x_eager"]) > 0 for r in rows if r["provider"] == "reference")
 
