@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <string_view>
 
 #include "build_info.h"
 
@@ -99,13 +100,22 @@ struct Grads {
   at::Tensor hidden, weight, bias;
 };
 
-// float32: token chunks of whole rows; one pass, three GEMMs per chunk.
+// Vocab-major chunks where the device has the kernel, unless MINDCORE_LOGITS_LAYOUT=rows (A/B runs).
+bool vocab_major(const RowKernels& k) {
+  const char* env = std::getenv("MINDCORE_LOGITS_LAYOUT");
+  return k.full_cols && !(env && std::string_view(env) == "rows");
+}
+
+// float32: token chunks of whole rows; one pass, three GEMMs per chunk. L is the chunk's (r, V)
+// logits as a view: row-major, or the transpose of a vocab-major buffer (at::mm writes either
+// layout directly; the GEMM code below is the same for both).
 Grads rows_outer(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, const at::Tensor& B,
                  const at::Tensor& tgt, const at::Tensor& scale, const at::Tensor& lse,
                  const at::Tensor& tlogit, bool compute_grad) {
   const int64_t n = H.size(0), v = W.size(0);
   const int64_t rows = chunk_rows(n, v, chunk_elems(kChunkElemsF32));
-  at::Tensor buf = at::empty({rows, v}, H.options());
+  const bool vmajor = vocab_major(k);
+  at::Tensor buf = at::empty({rows * v}, H.options());
   Grads g;
   if (compute_grad) {
     g.hidden = at::empty_like(H);
@@ -115,9 +125,11 @@ Grads rows_outer(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, 
   for (int64_t s = 0; s < n; s += rows) {
     const int64_t r = std::min(rows, n - s);
     const at::Tensor Hc = H.narrow(0, s, r);
-    at::Tensor L = buf.narrow(0, 0, r);
+    const at::Tensor flat = buf.narrow(0, 0, r * v);
+    at::Tensor L = vmajor ? flat.view({v, r}).t() : flat.view({r, v});
     if (B.defined()) at::addmm_out(L, B, Hc, W.t()); else at::mm_out(L, Hc, W.t());
-    k.full_rows(fptr(L), r, v, lptr(tgt, s), fptr(scale, s), compute_grad, fptr(lse, s), fptr(tlogit, s));
+    (vmajor ? k.full_cols : k.full_rows)(fptr(flat), r, v, lptr(tgt, s), fptr(scale, s), compute_grad,
+                                         fptr(lse, s), fptr(tlogit, s));
     if (!compute_grad) continue;
     at::Tensor gHc = g.hidden.narrow(0, s, r);
     at::mm_out(gHc, L, W);

@@ -24,6 +24,12 @@ struct RowKernels {
   void (*block_grad)(float* logits, int64_t rows, int64_t cols, int64_t col0, const int64_t* targets,
                      const float* lse, const float* scale);
 
+  // Optional (nullptr: row-major chunks only). Same outputs as full_rows for a vocab-major chunk:
+  // logits_t is (cols, rows) row-major, token r at column r. CPU GEMMs with few token rows and a
+  // large vocabulary run faster writing this layout (the big operand streams, the small one stays packed).
+  void (*full_cols)(float* logits_t, int64_t rows, int64_t cols, const int64_t* targets,
+                    const float* scale, bool grad, float* lse, float* target_logit) = nullptr;
+
   // Optional, for devices whose 16-bit GEMMs beat fp32 ones (nullptr: 16-bit inputs take the fp32
   // vocab-blocked scheme). `lowp_fast(dtype)` decides at run time. `lowp_rows` takes whole rows whose
   // logits are hi + res (+ bias), hi and res two row-major (rows, cols) tensors of `dtype` (bfloat16

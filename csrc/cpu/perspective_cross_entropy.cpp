@@ -132,6 +132,85 @@ void block_grad(float* logits, int64_t rows, int64_t cols, int64_t col0, const i
   });
 }
 
+// ---- vocab-major float32 chunks: tokens are the columns of a (V, rows) matrix ----
+// Every token is a lane of a whole (contiguous) vocab row, so both passes stream memory in order.
+// Vocab parts of kColPart rows run in parallel: pass 1 keeps per-lane running max and rescaled sum
+// (one rescale per tile of kColTile rows; the tile is re-read from L1), the parts' stats merge in a
+// fixed order (results do not depend on the thread count), pass 2 writes the gradient.
+constexpr int64_t kColPart = 2048, kColTile = 16;
+
+// Stats of vocab rows [0, nv) of x (leading dim ld = lanes) into m, s; tm is lanes of scratch.
+MC_CLONES void col_stats(const float* x, int64_t ld, int64_t nv, float* m, float* s, float* tm) {
+  for (int64_t j = 0; j < ld; ++j) m[j] = kNegInf, s[j] = 0.0f;
+  for (int64_t v0 = 0; v0 < nv; v0 += kColTile) {
+    const int64_t v1 = std::min(nv, v0 + kColTile);
+    std::copy(m, m + ld, tm);
+    for (int64_t v = v0; v < v1; ++v) {
+      const float* row = x + v * ld;
+#pragma omp simd
+      for (int64_t j = 0; j < ld; ++j) tm[j] = std::max(tm[j], row[j]);
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < ld; ++j) {
+      const float sh = tm[j] == kNegInf ? 0.0f : tm[j];  // all -inf so far: any finite shift keeps s = 0
+      s[j] *= vexp(m[j] - sh);
+      m[j] = tm[j];
+      tm[j] = sh;
+    }
+    for (int64_t v = v0; v < v1; ++v) {
+      const float* row = x + v * ld;
+#pragma omp simd
+      for (int64_t j = 0; j < ld; ++j) s[j] += vexp(row[j] - tm[j]);
+    }
+  }
+}
+
+MC_CLONES void col_grad(float* x, int64_t ld, int64_t nv, const float* shift, const float* f) {
+  for (int64_t v = 0; v < nv; ++v) {
+    float* row = x + v * ld;
+#pragma omp simd
+    for (int64_t j = 0; j < ld; ++j) row[j] = f[j] * vexp(row[j] - shift[j]);
+  }
+}
+
+void full_cols(float* logits_t, int64_t rows, int64_t cols, const int64_t* targets, const float* scale, bool grad,
+               float* lse, float* target_logit) {
+  const int64_t ld = rows, parts = (cols + kColPart - 1) / kColPart;
+  std::unique_ptr<float[]> stats(new float[2 * parts * ld]);  // per part: m (ld), then s (ld)
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    std::unique_ptr<float[]> tm(new float[ld]);
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t v0 = p * kColPart;
+      col_stats(logits_t + v0 * ld, ld, std::min(kColPart, cols - v0), stats.get() + 2 * p * ld,
+                stats.get() + (2 * p + 1) * ld, tm.get());
+    }
+  });
+  std::unique_ptr<float[]> shift(new float[2 * ld]);
+  float* f = shift.get() + ld;
+  for (int64_t j = 0; j < ld; ++j) {
+    float m = kNegInf, s = 0.0f;
+    for (int64_t p = 0; p < parts; ++p) m = std::max(m, stats[2 * p * ld + j]);
+    const float sh = m == kNegInf ? 0.0f : m;
+    for (int64_t p = 0; p < parts; ++p) s += stats[(2 * p + 1) * ld + j] * vexp(stats[2 * p * ld + j] - sh);
+    const int64_t t = targets[j];
+    target_logit[j] = t >= 0 && t < cols ? logits_t[t * ld + j] : 0.0f;
+    lse[j] = m + std::log(s);
+    shift[j] = sh;
+    f[j] = scale[j] / s;
+  }
+  if (!grad) return;
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t v0 = p * kColPart;
+      col_grad(logits_t + v0 * ld, ld, std::min(kColPart, cols - v0), shift.get(), f);
+    }
+  });
+  for (int64_t j = 0; j < ld; ++j) {
+    const int64_t t = targets[j];
+    if (t >= 0 && t < cols) logits_t[t * ld + j] -= scale[j];
+  }
+}
+
 // ---- 16-bit inputs with fast 16-bit GEMMs: logits arrive as hi + res (see rows_outer_lowp) ----
 
 struct Bf16 {  // bfloat16 as raw bits: widening is a shift, narrowing rounds to nearest even
@@ -274,7 +353,7 @@ bool lowp_fast(at::ScalarType dtype) {
   return env >= 0 ? env == 1 : lowp_hw(dtype);
 }
 
-constexpr RowKernels kCpuKernels{full_rows, block_stats, block_grad, lowp_fast, lowp_rows};
+constexpr RowKernels kCpuKernels{full_rows, block_stats, block_grad, full_cols, lowp_fast, lowp_rows};
 
 PCEOutputs cpu_impl(const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                     const at::Tensor& targets, const at::Tensor& path_ids, const at::Tensor& path_weights,

@@ -83,6 +83,23 @@ def test_parity_with_reference(dtype, chunk, bias, monkeypatch):
     assert_parity(op()(*args), reference(*args), dtype)
 
 
+@pytest.mark.parametrize("layout", ["vocab", "rows"])
+@pytest.mark.parametrize("n, chunk", [(37, None), (70, 5003 * 40)], ids=["one-chunk", "32-32-6"])
+def test_fp32_logits_layouts(layout, n, chunk, monkeypatch):
+    # Both fp32 chunk layouts (vocab-major is the CPU default; rows is what CUDA runs), token counts
+    # that leave a partial 32-token lane block, a vocab that is not a multiple of the tile, and a
+    # -inf bias on the first 40 entries (masked vocabulary: whole tiles that are all -inf).
+    monkeypatch.setenv("MINDCORE_LOGITS_LAYOUT", layout)
+    if chunk:
+        monkeypatch.setenv("MINDCORE_CHUNK_ELEMS", str(chunk))
+    args = list(make_args(n, 19, 5003, 4, bias=True, seed=n))
+    args[2][:40] = float("-inf")
+    args[3] = torch.where((args[3] >= 0) & (args[3] < 40), args[3] + 40, args[3])
+    got, want = op()(*args), reference(*args)
+    assert torch.isfinite(got[0]) and got[6][:40].abs().max() < 1e-30
+    assert_parity(got, want, torch.float32)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("lowp", ["0", "1"], ids=["fp32-gemms", "16bit-gemms"])
 def test_lowp_cpu_paths(dtype, lowp, monkeypatch):
