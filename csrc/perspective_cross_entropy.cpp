@@ -6,7 +6,8 @@
 // (RowKernels::lowp_fast, e.g. CPUs with AMX / AVX512-BF16), a token-chunked pass of 16-bit GEMMs
 // with fp32-grade logits (rows_outer_lowp); elsewhere a vocab-blocked two-pass scheme in fp32 (stats
 // pass, then recompute + gradient pass), where only a (block x d) slice of the weight and its
-// gradient is ever held in fp32 (not a V x d copy).
+// gradient is ever held in fp32 (not a V x d copy). Token chunks are vocab-major (V, r) where the
+// device supplies the column kernels (the CPU: its GEMMs write that layout faster), else row-major.
 #include "perspective_cross_entropy.h"
 
 #include <ATen/ATen.h>
@@ -101,9 +102,9 @@ struct Grads {
 };
 
 // Vocab-major chunks where the device has the kernel, unless MINDCORE_LOGITS_LAYOUT=rows (A/B runs).
-bool vocab_major(const RowKernels& k) {
+bool vocab_major(bool has_kernel) {
   const char* env = std::getenv("MINDCORE_LOGITS_LAYOUT");
-  return k.full_cols && !(env && std::string_view(env) == "rows");
+  return has_kernel && !(env && std::string_view(env) == "rows");
 }
 
 // float32: token chunks of whole rows; one pass, three GEMMs per chunk. L is the chunk's (r, V)
@@ -114,7 +115,7 @@ Grads rows_outer(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, 
                  const at::Tensor& tlogit, bool compute_grad) {
   const int64_t n = H.size(0), v = W.size(0);
   const int64_t rows = chunk_rows(n, v, chunk_elems(kChunkElemsF32));
-  const bool vmajor = vocab_major(k);
+  const bool vmajor = vocab_major(k.full_cols != nullptr);
   at::Tensor buf = at::empty({rows * v}, H.options());
   Grads g;
   if (compute_grad) {
@@ -139,8 +140,8 @@ Grads rows_outer(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, 
   return g;
 }
 
-// bfloat16 / float16 where 16-bit GEMMs are fast: token chunks of whole rows, one pass, four 16-bit
-// GEMMs per chunk. Logits keep fp32 grade without an fp32 GEMM: hi = round(H W^T), then
+// bfloat16 / float16 where 16-bit GEMMs are fast: token chunks of whole rows (row- or vocab-major
+// views, as in rows_outer), one pass, four 16-bit GEMMs per chunk. Logits keep fp32 grade without an fp32 GEMM: hi = round(H W^T), then
 // res = round(H W^T - hi) (addmm with beta = -1 accumulates in fp32 and rounds once), and the row
 // kernel softmaxes hi + res in fp32. The gradient is rounded to the input dtype once, pre-scaled by
 // a power of two so float16 does not flush small probabilities; the grad GEMMs undo it via alpha.
@@ -152,6 +153,7 @@ Grads rows_outer_lowp(const RowKernels& k, const at::Tensor& H, const at::Tensor
   const int64_t n = H.size(0), v = W.size(0);
   const auto dt = H.scalar_type();
   const int64_t rows = chunk_rows(n, v, chunk_elems(kChunkElemsLowp));
+  const bool vmajor = vocab_major(k.lowp_cols != nullptr);
   at::Tensor hi_buf = at::empty({rows * v}, H.options()), res_buf = at::empty({rows * v}, H.options());
   const at::Tensor B32 = B.defined() ? B.to(at::kFloat).contiguous() : at::Tensor();
   const at::Tensor Wt = W.t();
@@ -165,13 +167,15 @@ Grads rows_outer_lowp(const RowKernels& k, const at::Tensor& H, const at::Tensor
   for (int64_t s = 0; s < n; s += rows) {
     const int64_t r = std::min(rows, n - s);
     const at::Tensor Hc = H.narrow(0, s, r);
-    at::Tensor hi = hi_buf.narrow(0, 0, r * v).view({r, v}), res = res_buf.narrow(0, 0, r * v).view({r, v});
+    const at::Tensor hi_flat = hi_buf.narrow(0, 0, r * v), res_flat = res_buf.narrow(0, 0, r * v);
+    at::Tensor hi = vmajor ? hi_flat.view({v, r}).t() : hi_flat.view({r, v});
+    at::Tensor res = vmajor ? res_flat.view({v, r}).t() : res_flat.view({r, v});
     at::mm_out(hi, Hc, Wt);
     at::addmm_out(res, hi, Hc, Wt, /*beta=*/-1, /*alpha=*/1);
     float smax = 0.0f;  // CPU-only path: reading the scales is a plain memory read, not a sync
     for (const float* p = fptr(scale, s); p != fptr(scale, s + r); ++p) smax = std::max(smax, *p);
     const float gscale = std::isfinite(smax) && smax > 0 ? std::ldexp(1.0f, -std::ilogb(smax)) : 1.0f;
-    k.lowp_rows(dt, hi.data_ptr(), res.data_ptr(), B.defined() ? fptr(B32) : nullptr, r, v, lptr(tgt, s),
+    (vmajor ? k.lowp_cols : k.lowp_rows)(dt, hi.data_ptr(), res.data_ptr(), B.defined() ? fptr(B32) : nullptr, r, v, lptr(tgt, s),
                 fptr(scale, s), gscale, compute_grad, fptr(lse, s), fptr(tlogit, s));
     if (!compute_grad) continue;
     const double unscale = 1.0 / gscale;

@@ -39,6 +39,10 @@ struct RowKernels {
   void (*lowp_rows)(at::ScalarType dtype, void* hi, const void* res, const float* bias, int64_t rows,
                     int64_t cols, const int64_t* targets, const float* scale, float gscale, bool grad,
                     float* lse, float* target_logit) = nullptr;
+  // Optional: lowp_rows for a vocab-major chunk (hi, res (cols, rows) row-major; see full_cols).
+  void (*lowp_cols)(at::ScalarType dtype, void* hi, const void* res, const float* bias, int64_t rows,
+                    int64_t cols, const int64_t* targets, const float* scale, float gscale, bool grad,
+                    float* lse, float* target_logit) = nullptr;
 };
 
 using PCEOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,

@@ -2,7 +2,6 @@
 // Rows run in parallel (at::parallel_for); within a row, branch-free loops with an inline
 // polynomial exp vectorise (`omp simd`), compiled once per ISA and picked at load time.
 #include <ATen/Parallel.h>
-#include <c10/util/Half.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -15,38 +14,12 @@
 
 #include "build_info.h"
 #include "perspective_cross_entropy.h"
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define MC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#define MC_HAVE_CLONES 1
-#else
-#define MC_CLONES
-#define MC_HAVE_CLONES 0
-#endif
+#include "simd.h"
+#include "vocab_major.h"
 
 namespace mindcore {
 namespace {
-
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-// exp(x): Cephes-style range reduction + degree-6 polynomial (~2 ulp), branch-free so it vectorises.
-// NaN propagates; arguments below -87 give ~1e-38 instead of a denormal (harmless in softmax sums).
-__attribute__((always_inline)) inline float vexp(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
-  const float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
-  float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * r * r + r + 1.0f;
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23;
-  float pow2;
-  std::memcpy(&pow2, &bits, sizeof pow2);
-  return y * pow2;
-}
+using namespace cpu;  // NOLINT: the shared kernel helpers
 
 MC_CLONES float row_max(const float* x, int64_t n) {
   float m = kNegInf;
@@ -132,114 +105,7 @@ void block_grad(float* logits, int64_t rows, int64_t cols, int64_t col0, const i
   });
 }
 
-// ---- vocab-major float32 chunks: tokens are the columns of a (V, rows) matrix ----
-// Every token is a lane of a whole (contiguous) vocab row, so both passes stream memory in order.
-// Vocab parts of kColPart rows run in parallel: pass 1 keeps per-lane running max and rescaled sum
-// (one rescale per tile of kColTile rows; the tile is re-read from L1), the parts' stats merge in a
-// fixed order (results do not depend on the thread count), pass 2 writes the gradient.
-constexpr int64_t kColPart = 2048, kColTile = 16;
-
-// Stats of vocab rows [0, nv) of x (leading dim ld = lanes) into m, s; tm is lanes of scratch.
-MC_CLONES void col_stats(const float* x, int64_t ld, int64_t nv, float* m, float* s, float* tm) {
-  for (int64_t j = 0; j < ld; ++j) m[j] = kNegInf, s[j] = 0.0f;
-  for (int64_t v0 = 0; v0 < nv; v0 += kColTile) {
-    const int64_t v1 = std::min(nv, v0 + kColTile);
-    std::copy(m, m + ld, tm);
-    for (int64_t v = v0; v < v1; ++v) {
-      const float* row = x + v * ld;
-#pragma omp simd
-      for (int64_t j = 0; j < ld; ++j) tm[j] = std::max(tm[j], row[j]);
-    }
-#pragma omp simd
-    for (int64_t j = 0; j < ld; ++j) {
-      const float sh = tm[j] == kNegInf ? 0.0f : tm[j];  // all -inf so far: any finite shift keeps s = 0
-      s[j] *= vexp(m[j] - sh);
-      m[j] = tm[j];
-      tm[j] = sh;
-    }
-    for (int64_t v = v0; v < v1; ++v) {
-      const float* row = x + v * ld;
-#pragma omp simd
-      for (int64_t j = 0; j < ld; ++j) s[j] += vexp(row[j] - tm[j]);
-    }
-  }
-}
-
-MC_CLONES void col_grad(float* x, int64_t ld, int64_t nv, const float* shift, const float* f) {
-  for (int64_t v = 0; v < nv; ++v) {
-    float* row = x + v * ld;
-#pragma omp simd
-    for (int64_t j = 0; j < ld; ++j) row[j] = f[j] * vexp(row[j] - shift[j]);
-  }
-}
-
-void full_cols(float* logits_t, int64_t rows, int64_t cols, const int64_t* targets, const float* scale, bool grad,
-               float* lse, float* target_logit) {
-  const int64_t ld = rows, parts = (cols + kColPart - 1) / kColPart;
-  std::unique_ptr<float[]> stats(new float[2 * parts * ld]);  // per part: m (ld), then s (ld)
-  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    std::unique_ptr<float[]> tm(new float[ld]);
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t v0 = p * kColPart;
-      col_stats(logits_t + v0 * ld, ld, std::min(kColPart, cols - v0), stats.get() + 2 * p * ld,
-                stats.get() + (2 * p + 1) * ld, tm.get());
-    }
-  });
-  std::unique_ptr<float[]> shift(new float[2 * ld]);
-  float* f = shift.get() + ld;
-  for (int64_t j = 0; j < ld; ++j) {
-    float m = kNegInf, s = 0.0f;
-    for (int64_t p = 0; p < parts; ++p) m = std::max(m, stats[2 * p * ld + j]);
-    const float sh = m == kNegInf ? 0.0f : m;
-    for (int64_t p = 0; p < parts; ++p) s += stats[(2 * p + 1) * ld + j] * vexp(stats[2 * p * ld + j] - sh);
-    const int64_t t = targets[j];
-    target_logit[j] = t >= 0 && t < cols ? logits_t[t * ld + j] : 0.0f;
-    lse[j] = m + std::log(s);
-    shift[j] = sh;
-    f[j] = scale[j] / s;
-  }
-  if (!grad) return;
-  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t v0 = p * kColPart;
-      col_grad(logits_t + v0 * ld, ld, std::min(kColPart, cols - v0), shift.get(), f);
-    }
-  });
-  for (int64_t j = 0; j < ld; ++j) {
-    const int64_t t = targets[j];
-    if (t >= 0 && t < cols) logits_t[t * ld + j] -= scale[j];
-  }
-}
-
 // ---- 16-bit inputs with fast 16-bit GEMMs: logits arrive as hi + res (see rows_outer_lowp) ----
-
-struct Bf16 {  // bfloat16 as raw bits: widening is a shift, narrowing rounds to nearest even
-  using raw = uint16_t;
-  static float load(uint16_t b) {
-    const uint32_t u = uint32_t{b} << 16;
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-  }
-  static uint16_t store(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    const uint16_t rounded = static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-    return f != f ? uint16_t{0x7FC0} : rounded;  // keep NaN a NaN (rounding could carry it to inf)
-  }
-};
-
-struct F16 {  // float16: the compiler's conversions (F16C instructions where the clone has them)
-#if defined(__FLT16_MAX__)
-  using raw = _Float16;
-  static float load(_Float16 h) { return static_cast<float>(h); }
-  static _Float16 store(float f) { return static_cast<_Float16>(f); }
-#else
-  using raw = c10::Half;
-  static float load(c10::Half h) { return static_cast<float>(h); }
-  static c10::Half store(float f) { return c10::Half(f); }
-#endif
-};
 
 // One row: x = hi + res (+ bias) in fp32 scratch, lse and target logit, then (if grad) hi becomes
 // g * (softmax - onehot) rounded once. Inlined into per-ISA wrappers below.
@@ -287,22 +153,9 @@ using LowpRowFn = void (*)(void*, const void*, const float*, float*, int64_t, in
 MC_LOWP_ROW(lowp_row_bf16, Bf16, )
 MC_LOWP_ROW(lowp_row_f16, F16, )
 #if MC_HAVE_CLONES
-// target_clones cannot name avx512f + f16c together, and GCC 12 does not vectorise _Float16 under
-// arch=sapphirerapids: an explicit AVX-512 + F16C version, picked at run time.
-#define MC_AVX512_F16C __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma")))
 MC_LOWP_ROW(lowp_row_bf16_avx512, Bf16, MC_AVX512_F16C)
 MC_LOWP_ROW(lowp_row_f16_avx512, F16, MC_AVX512_F16C)
 #endif
-
-bool have_avx512_f16c() {
-#if MC_HAVE_CLONES
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
 
 LowpRowFn pick_lowp_row(at::ScalarType dtype) {
   static const bool avx512 = have_avx512_f16c();
@@ -353,7 +206,7 @@ bool lowp_fast(at::ScalarType dtype) {
   return env >= 0 ? env == 1 : lowp_hw(dtype);
 }
 
-constexpr RowKernels kCpuKernels{full_rows, block_stats, block_grad, full_cols, lowp_fast, lowp_rows};
+constexpr RowKernels kCpuKernels{full_rows, block_stats, block_grad, full_cols, lowp_fast, lowp_rows, lowp_cols};
 
 PCEOutputs cpu_impl(const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                     const at::Tensor& targets, const at::Tensor& path_ids, const at::Tensor& path_weights,

@@ -101,17 +101,20 @@ def test_fp32_logits_layouts(layout, n, chunk, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("lowp", ["0", "1"], ids=["fp32-gemms", "16bit-gemms"])
-def test_lowp_cpu_paths(dtype, lowp, monkeypatch):
-    # Both 16-bit schemes on any CPU (MINDCORE_CPU_LOWP_GEMM forces one), several chunks: parity with
-    # the reference, and gradients within twice eager's own error in the dtype of the float64 truth.
+@pytest.mark.parametrize("lowp, layout", [("0", "rows"), ("1", "rows"), ("1", "vocab")],
+                         ids=["fp32-gemms", "16bit-gemms-rows", "16bit-gemms-vocab"])
+def test_lowp_cpu_paths(dtype, lowp, layout, monkeypatch):
+    # Both 16-bit schemes on any CPU (MINDCORE_CPU_LOWP_GEMM forces one; the 16-bit GEMM one in both
+    # chunk layouts), several chunks: parity with the reference, and gradients within twice eager's
+    # own error in the dtype of the float64 truth.
+    monkeypatch.setenv("MINDCORE_LOGITS_LAYOUT", layout)
     from helpers import assert_close_to_truth
     from mindcore.reference.perspective_cross_entropy import naive_perspective_cross_entropy
     monkeypatch.setenv("MINDCORE_CPU_LOWP_GEMM", lowp)
     monkeypatch.setenv("MINDCORE_CHUNK_ELEMS", "60000")  # 11 rows per chunk: grad_weight sums 4 chunks
     wanted = "16-bit GEMMs" if lowp == "1" else "fp32 GEMMs"
     assert wanted in mindcore.build_info()["cpu_lowp_gemm"].split("; ")[dtype == torch.float16]
-    args = make_args(41, 24, 5003, 5, dtype=dtype, bias=True, seed=3)
+    args = make_args(41, 24, 5003, 5, dtype=dtype, bias=True, seed=3)  # 11-row chunks: lanes < 16
     got = op()(*args)
     assert_parity(got[:5], reference(*args)[:5], dtype)
     leaves = [args[i].double().requires_grad_() for i in range(3)]
