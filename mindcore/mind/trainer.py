@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import InertiaState, perspective_cross_entropy
-from ..reference.consistency import answer_consistency
+from ..ops import answer_consistency
 from . import checkpoint as ckpt
 from . import distributed as D
 from .config import TrainConfig
