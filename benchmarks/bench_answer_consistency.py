@@ -7,9 +7,12 @@ logits = h @ W^T in float32 (answer rows only) -> alpha-weighted pairwise JSD ov
 N in the rows is B*K*A, the number of answer rows; tflops counts the head GEMMs only (2NdV fwd,
 6NdV fwd+bwd), the JSD itself is O(K^2 A V) elementwise work on top.
 
-Providers: "reference" (the trainer's code: ``mindcore.mind.trainer`` ``_micro``), "eager-naive"
-(float32 log_softmax of all rows, then every pair i<j at once by broadcasting: materialises
-K(K-1)/2 pairs of (B, A, V) distributions), "compile" (torch.compile of the reference; CUDA only).
+Providers: "mindcore" (the trainer's code, ``mindcore.mind.trainer`` ``_micro``: the op
+``mindcore.answer_consistency``, which saves only fp32 log p and recomputes each pair in an analytic
+backward), "reference" (the plain-autograd definition: keeps every pair's (B, A, V) intermediates for
+backward), "eager-naive" (float32 log_softmax of all rows, then every pair i<j at once by broadcasting:
+materialises K(K-1)/2 pairs of (B, A, V) distributions), "compile" (torch.compile of the reference;
+CUDA only).
 The truth is the reference on the same inputs; a provider outside tolerance is FAILED, not timed.
 
     python -m benchmarks.bench_answer_consistency --shapes qwen2.5-0.5b --questions 8 --dtypes fp32
@@ -27,10 +30,11 @@ import torch
 
 from benchmarks import harness as H
 from benchmarks.bench_perspective_ce import parse_shape  # its SHAPES: the real LM heads
+from mindcore.ops import answer_consistency as mindcore_consistency
 from mindcore.reference.consistency import answer_consistency
 
 OP = "answer_consistency"
-PROVIDERS = ["eager-naive", "reference", "compile"]
+PROVIDERS = ["eager-naive", "reference", "mindcore", "compile"]
 BASELINES = ("eager-naive", "compile")
 LOG2 = math.log(2.0)
 
@@ -50,15 +54,21 @@ def make_inputs(b, k, a, d, v, dtype, device, seed=0):
 
 
 # ----------------------------------------------------------------------------- providers
-def _reference(x, device):
-    """What the trainer does: fp32 logits of the answer rows, then the reference term."""
-    mask, alpha = x["answer_mask"], x["alpha"]
+def _head_then(term):
+    """fp32 logits of the answer rows (as the trainer computes them), then the consistency term."""
+    def build(x, device):
+        mask, alpha = x["answer_mask"], x["alpha"]
 
-    def fn(h, w):
-        b, k, a, d = h.shape
-        logits = h.reshape(-1, d).float() @ w.float().t()
-        return answer_consistency(logits.view(b, k, a, -1), mask, alpha)
-    return fn
+        def fn(h, w):
+            b, k, a, d = h.shape
+            logits = h.reshape(-1, d).float() @ w.float().t()
+            return term(logits.view(b, k, a, -1), mask, alpha)
+        return fn
+    return build
+
+
+_reference = _head_then(answer_consistency)
+_mindcore = _head_then(mindcore_consistency)
 
 
 def eager_naive_consistency(logits, answer_mask, alpha):
@@ -91,7 +101,7 @@ def _compile(x, device):
     return torch.compile(_reference(x, device), dynamic=False)
 
 
-BUILDERS = {"eager-naive": _eager_naive, "reference": _reference, "compile": _compile}
+BUILDERS = {"eager-naive": _eager_naive, "reference": _reference, "mindcore": _mindcore, "compile": _compile}
 
 
 class ConsBench:
@@ -132,7 +142,11 @@ def estimate_bytes(provider, b, k, a, d, v, dtype):
     n = b * k * a
     io = 2 * (n * d + v * d) * es + v * d * 8  # inputs, grads, fp32 copies of W and its grad
     rows = n * v * 4 * 4  # logits, logp, their grads
-    pairs = {"eager-naive": b * (k * (k - 1) // 2) * a * v * 4 * 8}.get(provider, b * a * v * 4 * 8)
+    pair = b * a * v * 4  # one (B, A, V) fp32 tensor
+    n_pairs = k * (k - 1) // 2
+    # eager-naive and reference keep every pair's intermediates; mindcore ~3 pair temporaries (+ its
+    # dL/dp buffer G, the size of the logits)
+    pairs = {"eager-naive": n_pairs * pair * 8, "mindcore": 3 * pair + n * v * 4}.get(provider, n_pairs * pair * 6)
     return io + rows + pairs
 
 

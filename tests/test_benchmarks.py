@@ -149,11 +149,12 @@ def test_inaccurate_baseline_is_timed_and_flagged(tmp_path, monkeypatch):
 
 def test_answer_consistency_rows(tmp_path):
     from benchmarks import bench_answer_consistency as cons
-    rows = cons.run([SHAPE], [2], 3, 2, [torch.float32], ["eager-naive", "reference"], ["fwd", "fwd+bwd"], 1,
+    providers = ["eager-naive", "reference", "mindcore"]
+    rows = cons.run([SHAPE], [2], 3, 2, [torch.float32], providers, ["fwd", "fwd+bwd"], 1,
                     "cpu", tmp_path, memory=False)
     assert [(r["provider"], r["mode"], r["status"]) for r in rows] == [
-        (p, m, "ok") for p in ("eager-naive", "reference") for m in ("fwd", "fwd+bwd")], rows
+        (p, m, "ok") for p in providers for m in ("fwd", "fwd+bwd")], rows
     assert all(r["N"] == 2 * 3 * 2 and r["tokens_per_s"] > 0 for r in rows)
     header, stored = _csv_rows(tmp_path)
     assert header == harness.COLUMNS and {r["op"] for r in stored} == {"answer_consistency"}
-    assert len(stored) == 4
+    assert len(stored) == 6
