@@ -59,7 +59,10 @@ __attribute__((always_inline)) inline void stats_t(const Src& src, int64_t lanes
     for (int64_t v = t0; v < t1; ++v) {
       const auto row = src.row(v);
 #pragma omp simd
-      for (int64_t j = 0; j < lanes; ++j) tm[j] = std::max(tm[j], row.get(j));
+      for (int64_t j = 0; j < lanes; ++j) {
+        const float x = row.get(j);
+        tm[j] = tm[j] < x ? x : tm[j];  // std::max, without binding a temporary (which blocks omp simd)
+      }
     }
 #pragma omp simd
     for (int64_t j = 0; j < lanes; ++j) {
