@@ -85,14 +85,7 @@ def eager_naive_consistency(logits, answer_mask, alpha):
     return (alpha[:, i] * alpha[:, j] * per_pair).sum(-1).mean()
 
 
-def _eager_naive(x, device):
-    mask, alpha = x["answer_mask"], x["alpha"]
-
-    def fn(h, w):
-        b, k, a, d = h.shape
-        logits = h.reshape(-1, d).float() @ w.float().t()
-        return eager_naive_consistency(logits.view(b, k, a, -1), mask, alpha)
-    return fn
+_eager_naive = _head_then(eager_naive_consistency)
 
 
 def _compile(x, device):
