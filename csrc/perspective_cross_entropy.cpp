@@ -3,8 +3,8 @@
 // The full (N, V) logits never exist. float32 inputs take one token-chunked pass with three GEMMs
 // per chunk (logits, grad_hidden, grad_weight += G^T H); the grad_weight output is the fp32
 // accumulator. bfloat16/float16 inputs take, where the device says its 16-bit GEMMs are fast
-// (RowKernels::lowp_fast, e.g. CPUs with AMX / AVX512-BF16), a token-chunked pass of 16-bit GEMMs
-// with fp32-grade logits (rows_outer_lowp); elsewhere a vocab-blocked two-pass scheme in fp32 (stats
+// (RowKernels::lowp_fast: CPUs with AMX / AVX512-BF16; CUDA for bf16), a token-chunked pass of
+// 16-bit GEMMs with fp32-grade logits (rows_outer_lowp); elsewhere a vocab-blocked two-pass scheme in fp32 (stats
 // pass, then recompute + gradient pass), where only a (block x d) slice of the weight and its
 // gradient is ever held in fp32 (not a V x d copy). Token chunks are vocab-major (V, r) where the
 // device supplies the column kernels (the CPU: its GEMMs write that layout faster), else row-major.
@@ -141,12 +141,12 @@ Grads rows_outer(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, 
 }
 
 // bfloat16 / float16 where 16-bit GEMMs are fast: token chunks of whole rows (row- or vocab-major
-// views, as in rows_outer), one pass, four 16-bit GEMMs per chunk. Logits keep fp32 grade without an fp32 GEMM: hi = round(H W^T), then
-// res = round(H W^T - hi) (addmm with beta = -1 accumulates in fp32 and rounds once), and the row
-// kernel softmaxes hi + res in fp32. The gradient is rounded to the input dtype once, pre-scaled by
-// a power of two so float16 does not flush small probabilities; the grad GEMMs undo it via alpha.
-// grad_weight accumulates in the input dtype (one rounding per chunk: an fp32 V x d accumulator
-// would cost more memory than the whole chunk buffer).
+// views, as in rows_outer), one pass, four 16-bit GEMMs per chunk. Logits keep fp32 grade without
+// an fp32 GEMM: hi = round(H W^T), then res = round(H W^T - hi) (addmm with beta = -1 accumulates
+// in fp32 and rounds once), and the row kernel softmaxes hi + res in fp32. The gradient is rounded
+// to the input dtype once, pre-scaled by a power of two so float16 does not flush small
+// probabilities; the grad GEMMs undo it via alpha. grad_weight accumulates in the input dtype (one
+// rounding per chunk: an fp32 V x d accumulator would cost more memory than the whole chunk buffer).
 Grads rows_outer_lowp(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, const at::Tensor& B,
                       const at::Tensor& tgt, const at::Tensor& scale, const at::Tensor& lse,
                       const at::Tensor& tlogit, bool compute_grad) {
@@ -172,11 +172,18 @@ Grads rows_outer_lowp(const RowKernels& k, const at::Tensor& H, const at::Tensor
     at::Tensor res = vmajor ? res_flat.view({v, r}).t() : res_flat.view({r, v});
     at::mm_out(hi, Hc, Wt);
     at::addmm_out(res, hi, Hc, Wt, /*beta=*/-1, /*alpha=*/1);
-    float smax = 0.0f;  // CPU-only path: reading the scales is a plain memory read, not a sync
-    for (const float* p = fptr(scale, s); p != fptr(scale, s + r); ++p) smax = std::max(smax, *p);
-    const float gscale = std::isfinite(smax) && smax > 0 ? std::ldexp(1.0f, -std::ilogb(smax)) : 1.0f;
-    (vmajor ? k.lowp_cols : k.lowp_rows)(dt, hi.data_ptr(), res.data_ptr(), B.defined() ? fptr(B32) : nullptr, r, v, lptr(tgt, s),
-                fptr(scale, s), gscale, compute_grad, fptr(lse, s), fptr(tlogit, s));
+    // Power-of-two pre-scale of the gradient (float16 range). Read on the CPU only, where it is a plain
+    // memory read; elsewhere it would be a host sync, and other devices take bfloat16 only here
+    // (fp32's exponent range: no pre-scale needed).
+    float gscale = 1.0f;
+    if (H.is_cpu()) {
+      float smax = 0.0f;
+      for (const float* p = fptr(scale, s); p != fptr(scale, s + r); ++p) smax = std::max(smax, *p);
+      gscale = std::isfinite(smax) && smax > 0 ? std::ldexp(1.0f, -std::ilogb(smax)) : 1.0f;
+    }
+    (vmajor ? k.lowp_cols : k.lowp_rows)(dt, hi.data_ptr(), res.data_ptr(), B.defined() ? fptr(B32) : nullptr, r,
+                                         v, lptr(tgt, s), fptr(scale, s), gscale, compute_grad, fptr(lse, s),
+                                         fptr(tlogit, s));
     if (!compute_grad) continue;
     const double unscale = 1.0 / gscale;
     at::Tensor gHc = g.hidden.narrow(0, s, r);

@@ -2,6 +2,8 @@
 // block per row for the reductions (two passes: max, then sum of exp, so -inf logits stay exact
 // and a NaN anywhere in a row makes its lse NaN, as in the reference); the gradient of a column
 // block is elementwise over a 2-D grid.
+#include <cuda_bf16.h>
+
 #include <cmath>
 
 #include "perspective_cross_entropy.cuh"
@@ -87,7 +89,47 @@ __global__ void block_grad_kernel(float* logits, int64_t cols, int64_t col0, con
   for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) x[j] = sc * __expf(x[j] - l) - (j == t ? sc : 0.0f);
 }
 
+// bfloat16 logits as hi + res (+ bias), see rows_outer_lowp: lse and target logit in fp32, then (if
+// grad) hi <- round(g * (softmax - onehot)). Each thread rewrites only the hi entries it read.
+__global__ void lowp_rows_bf16_kernel(__nv_bfloat16* hi, const __nv_bfloat16* res, const float* bias, int64_t cols,
+                                      const int64_t* targets, const float* scale, float gscale, bool grad, float* lse,
+                                      float* target_logit) {
+  __shared__ float smem[32];
+  const int64_t r = blockIdx.x;
+  __nv_bfloat16* h = hi + r * cols;
+  const __nv_bfloat16* q = res + r * cols;
+  auto x = [&](int64_t j) { return __bfloat162float(h[j]) + __bfloat162float(q[j]) + (bias ? bias[j] : 0.0f); };
+  float m = -INFINITY;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) m = fmaxf(m, x(j));
+  m = block_reduce(m, Max(), smem);
+  float s = 0.0f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += __expf(x(j) - m);
+  const float l = m + logf(block_reduce(s, Sum(), smem));
+  const int64_t t = targets[r];
+  const float xt = (t >= 0 && t < cols) ? x(t) : 0.0f;
+  if (threadIdx.x == 0) {
+    lse[r] = l;
+    target_logit[r] = xt;
+  }
+  if (!grad) return;
+  __syncthreads();  // every thread has read hi[t] before its owner overwrites it
+  const float g = gscale * scale[r];
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    h[j] = __float2bfloat16_rn(g * __expf(x(j) - l) - (j == t ? g : 0.0f));
+  }
+}
+
 }  // namespace
+
+cudaError_t launch_lowp_rows_bf16(void* hi, const void* res, const float* bias, int64_t rows, int64_t cols,
+                                  const int64_t* targets, const float* scale, float gscale, bool grad, float* lse,
+                                  float* target_logit, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  lowp_rows_bf16_kernel<<<dim3(static_cast<unsigned>(rows)), kThreads, 0, stream>>>(
+      static_cast<__nv_bfloat16*>(hi), static_cast<const __nv_bfloat16*>(res), bias, cols, targets, scale, gscale,
+      grad, lse, target_logit);
+  return cudaGetLastError();
+}
 
 cudaError_t launch_full_rows(float* logits, int64_t rows, int64_t cols, const int64_t* targets, const float* scale,
                              bool grad, float* lse, float* target_logit, cudaStream_t stream) {

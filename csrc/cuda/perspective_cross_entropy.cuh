@@ -21,4 +21,10 @@ cudaError_t launch_block_stats(const float* logits, int64_t rows, int64_t cols, 
 cudaError_t launch_block_grad(float* logits, int64_t rows, int64_t cols, int64_t col0, const int64_t* targets,
                               const float* lse, const float* scale, cudaStream_t stream);
 
+// bfloat16 rows whose logits are hi + res (+ bias[col], fp32; may be null), both (rows, cols): lse and
+// target logit in fp32; if `grad`, hi <- bf16(gscale * scale * (softmax - onehot)).
+cudaError_t launch_lowp_rows_bf16(void* hi, const void* res, const float* bias, int64_t rows, int64_t cols,
+                                  const int64_t* targets, const float* scale, float gscale, bool grad, float* lse,
+                                  float* target_logit, cudaStream_t stream);
+
 }  // namespace mindcore::cuda

@@ -29,7 +29,20 @@ void block_grad(float* logits, int64_t rows, int64_t cols, int64_t col0, const i
   C10_CUDA_CHECK(cuda::launch_block_grad(logits, rows, cols, col0, targets, lse, scale, current_stream()));
 }
 
-constexpr RowKernels kCudaKernels{full_rows, block_stats, block_grad};
+// bfloat16 GEMMs run on the tensor cores: bf16 inputs take the 16-bit-GEMM pass (fp32-grade logits
+// as hi + res). float16 keeps the fp32 vocab-blocked pass: its gradient needs a power-of-two pre-scale
+// read from the per-token scales, which live on the device (a host sync).
+bool lowp_fast(at::ScalarType dtype) { return dtype == at::kBFloat16; }
+
+void lowp_rows(at::ScalarType dtype, void* hi, const void* res, const float* bias, int64_t rows, int64_t cols,
+               const int64_t* targets, const float* scale, float gscale, bool grad, float* lse, float* target_logit) {
+  TORCH_CHECK(dtype == at::kBFloat16, "perspective_cross_entropy (CUDA): 16-bit GEMM pass is bfloat16 only, got ",
+              dtype);
+  C10_CUDA_CHECK(cuda::launch_lowp_rows_bf16(hi, res, bias, rows, cols, targets, scale, gscale, grad, lse,
+                                             target_logit, current_stream()));
+}
+
+constexpr RowKernels kCudaKernels{full_rows, block_stats, block_grad, nullptr, lowp_fast, lowp_rows};
 
 PCEOutputs cuda_impl(const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                      const at::Tensor& targets, const at::Tensor& path_ids, const at::Tensor& path_weights,
