@@ -4,9 +4,9 @@
 // per chunk (logits, grad_hidden, grad_weight += G^T H); the grad_weight output is the fp32
 // accumulator. bfloat16/float16 inputs take, where the device says its 16-bit GEMMs are fast
 // (RowKernels::lowp_fast: CPUs with AMX / AVX512-BF16; CUDA for bf16), a token-chunked pass of
-// 16-bit GEMMs with fp32-grade logits (rows_outer_lowp); elsewhere a vocab-blocked two-pass scheme in fp32 (stats
-// pass, then recompute + gradient pass), where only a (block x d) slice of the weight and its
-// gradient is ever held in fp32 (not a V x d copy). Token chunks are vocab-major (V, r) where the
+// 16-bit GEMMs with fp32-grade logits (rows_outer_lowp); elsewhere a vocab-blocked two-pass scheme
+// in fp32 (stats pass, then recompute + gradient pass), where only a (block x d) slice of the weight
+// and its gradient is ever held in fp32 (not a V x d copy). Token chunks are vocab-major (V, r) where the
 // device supplies the column kernels (the CPU: its GEMMs write that layout faster), else row-major.
 #include "perspective_cross_entropy.h"
 

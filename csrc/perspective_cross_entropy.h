@@ -26,7 +26,7 @@ struct RowKernels {
 
   // Optional (nullptr: row-major chunks only). Same outputs as full_rows for a vocab-major chunk:
   // logits_t is (cols, rows) row-major, token r at column r. CPU GEMMs with few token rows and a
-  // large vocabulary run faster writing this layout (the big operand streams, the small one stays packed).
+  // large vocabulary write this layout faster (the big operand streams, the small one stays packed).
   void (*full_cols)(float* logits_t, int64_t rows, int64_t cols, const int64_t* targets,
                     const float* scale, bool grad, float* lse, float* target_logit) = nullptr;
 
