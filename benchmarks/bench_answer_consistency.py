@@ -19,6 +19,7 @@ The truth is the reference on the same inputs; a provider outside tolerance is F
 """
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from pathlib import Path
@@ -180,29 +181,18 @@ def run(shapes, questions, k, a, dtypes, providers, modes, reps, device, out, me
         for b in questions:
             n = b * k * a
             for dtype in dtypes:
-                ref = None
+                # the reference outputs, computed once for all providers of this combination
+                ref = functools.cache(lambda: reference_outputs(b, k, a, d, v, dtype, device))
                 eager_ms = {key[-1]: ms for key, ms in prior.items()
                             if key[:4] == ("eager-naive", shape, n, H.DTYPE_NAME[dtype])}
                 for provider in providers:
                     base = dict(op=OP, provider=provider, dtype=H.DTYPE_NAME[dtype], shape=shape, N=n, d=d, V=v)
-                    status, note, bench = "ok", f"B={b} K={k} A={a}", None
-                    try:
-                        H.probe(estimate_bytes(provider, b, k, a, d, v, dtype), device)
-                        bench = make_bench(provider, n, d, v, dtype, device, k=k, a=a)
-                        if ref is None:
-                            ref = reference_outputs(b, k, a, d, v, dtype, device)
-                        bad = H.check(bench.outputs(), ref, dtype)
-                        if bad and provider in BASELINES:
-                            note += f"; INACCURATE baseline (timed anyway): {bad}"
-                        elif bad:
-                            status, note = "FAILED", bad
-                    except H.Skip as exc:
-                        status, note = "skipped", str(exc)
-                    except Exception as exc:
-                        status, note = "FAILED", f"{type(exc).__name__}: {str(exc)[:300]}"
+                    status, note, bench = H.prepare(
+                        estimate_bytes(provider, b, k, a, d, v, dtype), device,
+                        lambda: make_bench(provider, n, d, v, dtype, device, k=k, a=a), ref, dtype,
+                        baseline=provider in BASELINES, note=f"B={b} K={k} A={a}")
                     if status != "ok":
                         H.emit(rows, path, H.make_row(env, **base, mode=",".join(modes), status=status, note=note))
-                        del bench
                         continue
                     for mode in modes:
                         warm = 0 if (device.type == "cpu" and mode == "fwd+bwd") else 1

@@ -11,6 +11,7 @@ grad_H = G W, grad_W = G^T H; fp32 on CPU, the input dtype on CUDA): the compute
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -242,34 +243,21 @@ def run(shapes, tokens, dtypes, providers, modes, reps, device, out, memory=True
         d, v = parse_shape(shape)
         for n in tokens:
             for dtype in dtypes:
-                ref = None
+                ref = functools.cache(lambda: reference_outputs(n, d, v, dtype, device))  # once per combination
                 eager_ms = {k[-1]: v for k, v in prior.items()
                             if k[:4] == ("eager", shape, n, H.DTYPE_NAME[dtype])}
                 for provider in providers:
                     base = dict(op=OP, provider=provider, dtype=H.DTYPE_NAME[dtype], shape=shape, N=n, d=d, V=v)
                     if provider == "floor":
                         base["dtype"] = H.DTYPE_NAME[floor_dtype(dtype, device)]
-                    status, note, bench = "ok", "", None
-                    try:
-                        if provider == "floor" and (shape, n, base["dtype"]) in floor_ms:
-                            continue  # the fp32 CPU floor serves every dtype; measure it once
-                        H.probe(estimate_bytes(provider, n, d, v, dtype), device)
-                        bench = make_bench(provider, n, d, v, dtype, device)
-                        if provider != "floor":
-                            if ref is None:
-                                ref = reference_outputs(n, d, v, dtype, device)
-                            bad = H.check(bench.outputs(), ref, dtype)
-                            if bad and provider in BASELINES:
-                                note = f"INACCURATE baseline (timed anyway): {bad}"
-                            elif bad:
-                                status, note = "FAILED", bad
-                    except H.Skip as exc:
-                        status, note = "skipped", str(exc)
-                    except Exception as exc:  # a provider that crashes is a failed provider
-                        status, note = "FAILED", f"{type(exc).__name__}: {str(exc)[:300]}"
+                    if provider == "floor" and (shape, n, base["dtype"]) in floor_ms:
+                        continue  # the fp32 CPU floor serves every dtype; measure it once
+                    status, note, bench = H.prepare(
+                        estimate_bytes(provider, n, d, v, dtype), device,
+                        lambda: make_bench(provider, n, d, v, dtype, device),
+                        None if provider == "floor" else ref, dtype, baseline=provider in BASELINES)
                     if status != "ok":
                         H.emit(rows, path, H.make_row(env, **base, mode=",".join(modes), status=status, note=note))
-                        del bench
                         continue
                     for mode in modes:
                         # the correctness run warmed up fwd+bwd on the CPU; compile re-traces per grad mode

@@ -302,6 +302,28 @@ def emit(rows, path, row):
     print_row(row)
 
 
+def prepare(need_bytes, device, build, reference, dtype, *, baseline=False, note=""):
+    """Probe memory, build the bench, check it against the reference before timing.
+
+    ``reference`` is a callable giving the reference outputs (or None: nothing to check). A baseline
+    outside tolerance is timed anyway, flagged INACCURATE in the note; any other provider FAILED.
+    Returns (status, note, bench); bench is None unless status is "ok".
+    """
+    try:
+        probe(need_bytes, device)
+        bench = build()
+        bad = check(bench.outputs(), reference(), dtype) if reference is not None else None
+    except Skip as exc:
+        return "skipped", str(exc), None
+    except Exception as exc:  # a provider that crashes is a failed provider
+        return "FAILED", f"{type(exc).__name__}: {str(exc)[:300]}", None
+    if bad and not baseline:
+        return "FAILED", bad, None
+    if bad:
+        note = "; ".join(filter(None, [note, f"INACCURATE baseline (timed anyway): {bad}"]))
+    return "ok", note, bench
+
+
 def measure(bench, mode, *, env, base, note, device, reps, warmup, memory_module=None, memory_spec=None) -> dict:
     """One checked bench in one mode -> a row with time, tokens/s, effective TFLOP/s and memory.
 
