@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 OUT ?= demo_out
 NATIVE_SRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt setup.py pyproject.toml
 
-.PHONY: demo test setup build info bench clean
+.PHONY: demo test test-slow setup build info bench clean
 
 demo: build
 	$(BIN)/python -m mindcore demo --out $(OUT)
@@ -13,6 +13,10 @@ demo: build
 test: build
 	$(BIN)/python -m mindcore.info
 	$(BIN)/python -m pytest tests
+
+# The tests marked slow (deselected by default); CI runs them after `make test`.
+test-slow: build
+	$(BIN)/python -m pytest tests -m slow || [ $$? -eq 5 ]  # 5: none collected
 
 setup: $(VENV)/.deps
 build: $(VENV)/.built
