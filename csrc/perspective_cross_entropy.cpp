@@ -105,69 +105,101 @@ struct Grads {
   at::Tensor hidden, weight, bias;
 };
 
+// Which gradients to form (output_mask): a GEMM is skipped when nobody reads its result.
+struct Need {
+  bool hidden, weight, bias;
+  bool any() const { return hidden || weight || bias; }
+};
+
+// Gradient dtype: the input's, but float32 for float16 (mindcore.reference...grad_dtype): the loss
+// scale is applied in the backward, before the gradient's one rounding to float16.
+at::ScalarType grad_dtype(at::ScalarType dt) { return dt == at::kHalf ? at::kFloat : dt; }
+
+// grad_weight (fp32, V x d) += alpha * G^T H from 16-bit GEMMs, one vocab slice at a time: each
+// slice's product is rounded to 16 bits once (pre-scaled, so in range) and added in fp32. Bounded
+// temporary (slice x d) instead of a second V x d, and any torch (no out_dtype GEMM needed).
+constexpr int64_t kSliceRows = 8192;
+void add_gemm_f32(at::Tensor& acc, const at::Tensor& Gt, const at::Tensor& Hc, double alpha) {
+  const int64_t v = Gt.size(0);
+  at::Tensor tmp = at::empty({std::min(kSliceRows, v), Hc.size(1)}, Hc.options());
+  for (int64_t v0 = 0; v0 < v; v0 += kSliceRows) {
+    const int64_t c = std::min(kSliceRows, v - v0);
+    at::Tensor t = tmp.narrow(0, 0, c);
+    at::mm_out(t, Gt.narrow(0, v0, c), Hc);
+    acc.narrow(0, v0, c).add_(t, alpha);
+  }
+}
+
 // Vocab-major chunks where the device has the kernel, unless MINDCORE_LOGITS_LAYOUT=rows (A/B runs).
 bool vocab_major(bool has_kernel) {
   const char* env = std::getenv("MINDCORE_LOGITS_LAYOUT");
   return has_kernel && !(env && std::string_view(env) == "rows");
 }
 
-// float32: token chunks of whole rows; one pass, three GEMMs per chunk. L is the chunk's (r, V)
+// float32: token chunks of whole rows; one pass, up to three GEMMs per chunk. L is the chunk's (r, V)
 // logits as a view: row-major, or the transpose of a vocab-major buffer (at::mm writes either
 // layout directly; the GEMM code below is the same for both).
 Grads rows_outer(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, const at::Tensor& B,
                  const at::Tensor& tgt, const at::Tensor& scale, const at::Tensor& lse,
-                 const at::Tensor& tlogit, bool compute_grad) {
+                 const at::Tensor& tlogit, const Need& need) {
   const int64_t n = H.size(0), v = W.size(0);
   const int64_t rows = chunk_rows(n, v, chunk_elems(kChunkElemsF32));
   const bool vmajor = vocab_major(k.full_cols != nullptr);
+  const bool grad = need.any();
   at::Tensor buf = at::empty({rows * v}, H.options());
   Grads g;
-  if (compute_grad) {
-    g.hidden = at::empty_like(H);
-    g.weight = at::empty_like(W);  // the first chunk writes it (beta = 0), later ones accumulate
-    if (B.defined()) g.bias = at::zeros_like(B);
-  }
+  if (need.hidden) g.hidden = at::empty_like(H);
+  if (need.weight) g.weight = at::empty_like(W);  // the first chunk writes it (beta = 0), later ones accumulate
+  if (need.bias) g.bias = at::zeros_like(B);
   for (int64_t s = 0; s < n; s += rows) {
     const int64_t r = std::min(rows, n - s);
     const at::Tensor Hc = H.narrow(0, s, r);
     const at::Tensor flat = buf.narrow(0, 0, r * v);
     at::Tensor L = vmajor ? flat.view({v, r}).t() : flat.view({r, v});
     if (B.defined()) at::addmm_out(L, B, Hc, W.t()); else at::mm_out(L, Hc, W.t());
-    (vmajor ? k.full_cols : k.full_rows)(fptr(flat), r, v, lptr(tgt, s), fptr(scale, s), compute_grad,
+    (vmajor ? k.full_cols : k.full_rows)(fptr(flat), r, v, lptr(tgt, s), fptr(scale, s), grad,
                                          fptr(lse, s), fptr(tlogit, s));
-    if (!compute_grad) continue;
-    at::Tensor gHc = g.hidden.narrow(0, s, r);
-    at::mm_out(gHc, L, W);
-    if (s == 0) at::mm_out(g.weight, L.t(), Hc); else g.weight.addmm_(L.t(), Hc);
-    if (B.defined()) g.bias.add_(L.sum(0));
+    if (!grad) continue;
+    if (need.hidden) {
+      at::Tensor gHc = g.hidden.narrow(0, s, r);
+      at::mm_out(gHc, L, W);
+    }
+    if (need.weight) {
+      if (s == 0) at::mm_out(g.weight, L.t(), Hc); else g.weight.addmm_(L.t(), Hc);
+    }
+    if (need.bias) g.bias.add_(L.sum(0));
   }
   return g;
 }
 
 // bfloat16 / float16 where 16-bit GEMMs are fast: token chunks of whole rows (row- or vocab-major
-// views, as in rows_outer), one pass, four 16-bit GEMMs per chunk. Logits keep fp32 grade without
-// an fp32 GEMM: hi = round(H W^T), then res = round(H W^T - hi) (addmm with beta = -1 accumulates
-// in fp32 and rounds once), and the row kernel softmaxes hi + res in fp32. The gradient is rounded
-// to the input dtype once, pre-scaled by a power of two so float16 does not flush small
-// probabilities; the grad GEMMs undo it via alpha. grad_weight accumulates in the input dtype (one
-// rounding per chunk: an fp32 V x d accumulator would cost more memory than the whole chunk buffer).
+// views, as in rows_outer), one pass, 16-bit GEMMs. Logits keep fp32 grade without an fp32 GEMM:
+// hi = round(H W^T), then res = round(H W^T - hi) (addmm with beta = -1 accumulates in fp32 and
+// rounds once), and the row kernel softmaxes hi + res in fp32. The gradient is rounded to the input
+// dtype once, pre-scaled by a power of two so float16 does not flush small probabilities; the grad
+// GEMMs undo it via alpha. grad_weight accumulates in fp32 across chunks (add_gemm_f32; V x d x 4
+// bytes, the cost of not rounding the running sum once per chunk), a single chunk writes it directly.
 Grads rows_outer_lowp(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, const at::Tensor& B,
                       const at::Tensor& tgt, const at::Tensor& scale, const at::Tensor& lse,
-                      const at::Tensor& tlogit, bool compute_grad) {
+                      const at::Tensor& tlogit, const Need& need) {
   const int64_t n = H.size(0), v = W.size(0);
   const auto dt = H.scalar_type();
+  const bool half = dt == at::kHalf;  // its gradients come back in fp32
+  const auto f32 = H.options().dtype(at::kFloat);
   const int64_t rows = chunk_rows(n, v, chunk_elems(H.is_cpu() ? kChunkElemsLowp : kChunkElemsLowpGpu));
   const bool vmajor = vocab_major(k.lowp_cols != nullptr);
+  const bool grad = need.any();
+  const bool acc32 = need.weight && (half || rows < n);
   at::Tensor hi_buf = at::empty({rows * v}, H.options()), res_buf = at::empty({rows * v}, H.options());
   const at::Tensor B32 = B.defined() ? B.to(at::kFloat).contiguous() : at::Tensor();
   const at::Tensor Wt = W.t();
   Grads g;
-  at::Tensor gB32;
-  if (compute_grad) {
-    g.hidden = at::empty_like(H);
-    g.weight = at::empty_like(W);  // the first chunk writes it (beta = 0), later ones accumulate
-    if (B.defined()) gB32 = at::zeros({v}, B32.options());
+  at::Tensor gB32, gW32;
+  if (need.hidden) g.hidden = half ? at::empty(H.sizes(), f32) : at::empty_like(H);
+  if (need.weight) {
+    if (acc32) gW32 = at::zeros(W.sizes(), f32); else g.weight = at::empty_like(W);
   }
+  if (need.bias) gB32 = at::zeros({v}, f32);
   for (int64_t s = 0; s < n; s += rows) {
     const int64_t r = std::min(rows, n - s);
     const at::Tensor Hc = H.narrow(0, s, r);
@@ -186,27 +218,34 @@ Grads rows_outer_lowp(const RowKernels& k, const at::Tensor& H, const at::Tensor
       gscale = std::isfinite(smax) && smax > 0 ? std::ldexp(1.0f, -std::ilogb(smax)) : 1.0f;
     }
     (vmajor ? k.lowp_cols : k.lowp_rows)(dt, hi.data_ptr(), res.data_ptr(), B.defined() ? fptr(B32) : nullptr, r,
-                                         v, lptr(tgt, s), fptr(scale, s), gscale, compute_grad, fptr(lse, s),
+                                         v, lptr(tgt, s), fptr(scale, s), gscale, grad, fptr(lse, s),
                                          fptr(tlogit, s));
-    if (!compute_grad) continue;
+    if (!grad) continue;
     const double unscale = 1.0 / gscale;
-    at::Tensor gHc = g.hidden.narrow(0, s, r);
-    at::addmm_out(gHc, gHc, hi, W, /*beta=*/0, unscale);
-    if (s == 0) at::addmm_out(g.weight, g.weight, hi.t(), Hc, /*beta=*/0, unscale);
-    else g.weight.addmm_(hi.t(), Hc, /*beta=*/1, unscale);
-    if (B.defined()) gB32.add_(at::sum(hi, {0}, false, at::kFloat), unscale);
+    if (need.hidden) {
+      at::Tensor gHc = g.hidden.narrow(0, s, r);
+      if (half) gHc.copy_(at::mm(hi, W)).mul_(unscale);  // pre-scaled fp16 product, unscaled in fp32
+      else at::addmm_out(gHc, gHc, hi, W, /*beta=*/0, unscale);
+    }
+    if (need.weight) {
+      if (acc32) add_gemm_f32(gW32, hi.t(), Hc, unscale);
+      else at::addmm_out(g.weight, g.weight, hi.t(), Hc, /*beta=*/0, unscale);
+    }
+    if (need.bias) gB32.add_(at::sum(hi, {0}, false, at::kFloat), unscale);
   }
-  if (B.defined() && compute_grad) g.bias = gB32.to(dt);
+  if (acc32) g.weight = half ? gW32 : gW32.to(dt);
+  if (need.bias) g.bias = half ? gB32 : gB32.to(dt);
   return g;
 }
 
 // bfloat16 / float16: vocab blocks converted to fp32 one at a time; pass 1 online softmax stats,
-// pass 2 recomputes each block's logits and forms its gradient.
+// pass 2 recomputes each block's logits and forms the gradients asked for, all in fp32.
 Grads vocab_outer(const RowKernels& k, const at::Tensor& H, const at::Tensor& W, const at::Tensor& B,
                   const at::Tensor& tgt, const at::Tensor& scale, const at::Tensor& lse,
-                  const at::Tensor& tlogit, bool compute_grad) {
+                  const at::Tensor& tlogit, const Need& need) {
   const int64_t n = H.size(0), d = H.size(1), v = W.size(0);
   const auto f32 = H.options().dtype(at::kFloat);
+  const auto gdt = grad_dtype(H.scalar_type());
   const int64_t budget = chunk_elems(kChunkElemsLowp);
   const int64_t vb = std::min(v, std::max(kMinBlockCols, budget / n));
   const int64_t rows = std::clamp<int64_t>(budget / vb, 1, n);
@@ -237,33 +276,38 @@ Grads vocab_outer(const RowKernels& k, const at::Tensor& H, const at::Tensor& W,
   }
   at::Tensor lse_out = lse;  // caller-owned buffer, filled in place
   at::add_out(lse_out, row_max, row_sum.log());
-  if (!compute_grad) return {};
+  if (!need.any()) return {};
 
   Grads g;
-  at::Tensor gH32 = at::empty({n, d}, f32), gWb = at::empty({vb, d}, f32);
-  at::Tensor gBb = B.defined() ? at::empty({vb}, f32) : at::Tensor();
-  g.weight = at::empty_like(W);
-  if (B.defined()) g.bias = at::empty_like(B);
+  at::Tensor gH32 = need.hidden ? at::empty({n, d}, f32) : at::Tensor();
+  at::Tensor gWb = need.weight ? at::empty({vb, d}, f32) : at::Tensor();
+  at::Tensor gBb = need.bias ? at::empty({vb}, f32) : at::Tensor();
+  if (need.weight) g.weight = at::empty(W.sizes(), W.options().dtype(gdt));
+  if (need.bias) g.bias = at::empty(B.sizes(), B.options().dtype(gdt));
   for (int64_t v0 = 0; v0 < v; v0 += vb) {
     const int64_t c = std::min(vb, v - v0);
     load_block(v0, c);
-    at::Tensor gWc = gWb.narrow(0, 0, c);
     for (int64_t s = 0; s < n; s += rows) {
       const int64_t r = std::min(rows, n - s);
       at::Tensor L = logits(s, r, c);
       k.block_grad(fptr(L), r, c, v0, lptr(tgt, s), fptr(lse, s), fptr(scale, s));
-      at::Tensor gHc = gH32.narrow(0, s, r);
-      if (v0 == 0) at::mm_out(gHc, L, Wb.narrow(0, 0, c)); else gHc.addmm_(L, Wb.narrow(0, 0, c));
-      if (s == 0) at::mm_out(gWc, L.t(), H32.narrow(0, s, r)); else gWc.addmm_(L.t(), H32.narrow(0, s, r));
-      if (B.defined()) {
+      if (need.hidden) {
+        at::Tensor gHc = gH32.narrow(0, s, r);
+        if (v0 == 0) at::mm_out(gHc, L, Wb.narrow(0, 0, c)); else gHc.addmm_(L, Wb.narrow(0, 0, c));
+      }
+      if (need.weight) {
+        at::Tensor gWc = gWb.narrow(0, 0, c);
+        if (s == 0) at::mm_out(gWc, L.t(), H32.narrow(0, s, r)); else gWc.addmm_(L.t(), H32.narrow(0, s, r));
+      }
+      if (need.bias) {
         at::Tensor gBc = gBb.narrow(0, 0, c);
         if (s == 0) at::sum_out(gBc, L, {0}); else gBc.add_(L.sum(0));
       }
     }
-    g.weight.narrow(0, v0, c).copy_(gWc);
-    if (B.defined()) g.bias.narrow(0, v0, c).copy_(gBb.narrow(0, 0, c));
+    if (need.weight) g.weight.narrow(0, v0, c).copy_(gWb.narrow(0, 0, c));
+    if (need.bias) g.bias.narrow(0, v0, c).copy_(gBb.narrow(0, 0, c));
   }
-  g.hidden = gH32.to(H.scalar_type());
+  if (need.hidden) g.hidden = gH32.to(gdt);
   return g;
 }
 
@@ -290,7 +334,7 @@ PCEOutputs perspective_cross_entropy(const RowKernels& kernels, const at::Tensor
                                      const at::Tensor& targets, const at::Tensor& path_ids,
                                      const at::Tensor& path_weights, const at::Tensor& inertia_value,
                                      const at::Tensor& inertia_count, const at::Tensor& path_slots,
-                                     int64_t ignore_index, double momentum, bool compute_grad) {
+                                     int64_t ignore_index, double momentum, std::array<bool, 3> output_mask) {
   check_inputs(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count, path_slots);
   const at::Tensor H = hidden.contiguous(), W = weight.contiguous();
   const at::Tensor B = bias.has_value() ? bias->contiguous() : at::Tensor();
@@ -306,15 +350,19 @@ PCEOutputs perspective_cross_entropy(const RowKernels& kernels, const at::Tensor
   const at::Tensor scale = at::where(valid, per_path.index_select(0, pid), 0).contiguous();
   const at::Tensor lse = at::empty({n}, f32), tlogit = at::zeros({n}, f32);
 
+  const Need need{output_mask[0], output_mask[1], output_mask[2] && B.defined()};
   Grads g;
   if (n == 0) {
-    if (compute_grad) g = {at::empty_like(H), at::zeros_like(W), B.defined() ? at::zeros_like(B) : at::Tensor()};
+    const auto gopt = H.options().dtype(grad_dtype(H.scalar_type()));
+    if (need.hidden) g.hidden = at::empty(H.sizes(), gopt);
+    if (need.weight) g.weight = at::zeros(W.sizes(), gopt);
+    if (need.bias) g.bias = at::zeros(B.sizes(), gopt);
   } else if (H.scalar_type() == at::kFloat) {
-    g = rows_outer(kernels, H, W, B, tgt, scale, lse, tlogit, compute_grad);
+    g = rows_outer(kernels, H, W, B, tgt, scale, lse, tlogit, need);
   } else if (kernels.lowp_rows && kernels.lowp_fast && kernels.lowp_fast(H.scalar_type())) {
-    g = rows_outer_lowp(kernels, H, W, B, tgt, scale, lse, tlogit, compute_grad);
+    g = rows_outer_lowp(kernels, H, W, B, tgt, scale, lse, tlogit, need);
   } else {
-    g = vocab_outer(kernels, H, W, B, tgt, scale, lse, tlogit, compute_grad);
+    g = vocab_outer(kernels, H, W, B, tgt, scale, lse, tlogit, need);
   }
 
   const at::Tensor ce = at::where(valid, lse - tlogit, 0);
@@ -323,10 +371,9 @@ PCEOutputs perspective_cross_entropy(const RowKernels& kernels, const at::Tensor
   const at::Tensor loss = (w32 * path_loss).sum();
   auto [new_value, new_count] = inertia_update(inertia_value, inertia_count, path_sum, path_tokens,
                                                path_slots, momentum);
-  const at::Tensor none = H.new_empty({0});  // matches fake_outputs: empty tensors in hidden's dtype
-  if (!compute_grad) return {loss, path_loss, path_tokens, new_value, new_count, none, none.clone(), none.clone()};
-  return {loss, path_loss, path_tokens, new_value, new_count, g.hidden, g.weight,
-          g.bias.defined() ? g.bias : none};
+  // Not asked for: empty tensors in hidden's dtype (matches fake_outputs).
+  auto or_none = [&](const at::Tensor& t) { return t.defined() ? t : H.new_empty({0}); };
+  return {loss, path_loss, path_tokens, new_value, new_count, or_none(g.hidden), or_none(g.weight), or_none(g.bias)};
 }
 
 const char* parallel_backend() {
@@ -345,5 +392,5 @@ TORCH_LIBRARY(mindcore, m) {
   m.def(
       "perspective_cross_entropy(Tensor hidden, Tensor weight, Tensor? bias, Tensor targets, Tensor path_ids, "
       "Tensor path_weights, Tensor inertia_value, Tensor inertia_count, Tensor path_slots, int ignore_index, "
-      "float momentum, bool compute_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "float momentum, bool[3] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -5,6 +5,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <tuple>
@@ -53,6 +54,6 @@ PCEOutputs perspective_cross_entropy(const RowKernels& kernels, const at::Tensor
                                      const at::Tensor& targets, const at::Tensor& path_ids,
                                      const at::Tensor& path_weights, const at::Tensor& inertia_value,
                                      const at::Tensor& inertia_count, const at::Tensor& path_slots,
-                                     int64_t ignore_index, double momentum, bool compute_grad);
+                                     int64_t ignore_index, double momentum, std::array<bool, 3> output_mask);
 
 }  // namespace mindcore

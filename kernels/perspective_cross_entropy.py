@@ -24,12 +24,16 @@ same as a bf16 dlogits), whereas bf16 logits would be off by up to ~0.06 absolut
 extra memory traffic (write e, read e / write dlogits, two GEMM reads: ~4 bytes x 2 per logit) is
 a few ms at H100 bandwidth against ~60-80 ms of tensor-core work at Llama-3 shapes.
 
-grad_W: one chunk -> direct store; several chunks -> fp32 scratch if it fits the budget, else the
-output itself is accumulated (read-modify-write, one rounding per chunk; 5 chunks at Llama-3-8B,
-N=16384). fp16 inputs: dlogits are stored in fp16 and may underflow like eager fp16 gradients.
+grad_W: one chunk -> direct store; several chunks (or float16) -> an fp32 V x d accumulator (never
+a running sum rounded to 16 bits once per chunk). float16: dlogits are stored pre-scaled by a
+power of two (2^-floor(log2 max w_p/n_p), computed on the device) so small softmax terms stay in
+its normal range; the gradient GEMMs undo it in fp32 and the gradients come back in fp32 (the
+backward applies grad_output, e.g. a 2^16 loss scale, before their one rounding).
+Only the gradients in ``output_mask`` are formed.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Optional
 
@@ -37,8 +41,10 @@ import torch
 import triton
 import triton.language as tl
 
-# Scratch (softmax chunk + optional fp32 grad_W accumulator) per call. 896 MiB keeps all extra
-# memory (plus ~16 MB of tile stats) under 1 GB at Llama-3-8B (N=16384: 5 chunks of 3328 rows).
+from mindcore.reference.perspective_cross_entropy import grad_dtype, token_scale
+
+# Softmax-chunk scratch per call (the fp32 grad_W accumulator, when needed, comes on top). 896 MiB
+# keeps it (plus ~16 MB of tile stats) under 1 GB at Llama-3-8B (N=16384: 5 chunks of 3328 rows).
 SCRATCH_BYTES = int(os.environ.get("MINDCORE_PCE_SCRATCH_MB", "896")) << 20
 
 
@@ -164,7 +170,7 @@ def _epilogue(psum_ptr, pw_ptr, ptok_ptr, ploss_ptr, loss_ptr, val_ptr, cnt_ptr,
 
 @triton.jit
 def _rows_kernel(tgt_ptr, pid_ptr, pw_ptr, ptok_ptr, e_ptr, stat_m_ptr, stat_s_ptr, tlogit_ptr,
-                 psum_ptr, ticket_ptr, total_programs,
+                 psum_ptr, ticket_ptr, total_programs, gscale_ptr,
                  ploss_ptr, loss_ptr, val_ptr, cnt_ptr, slots_ptr, nval_ptr, ncnt_ptr,
                  row0, rows, V, n_tiles, P, ignore_index, momentum, one_minus_momentum,
                  WRITE_GRAD: tl.constexpr, HAS_SLOTS: tl.constexpr, RNE_BF16: tl.constexpr, BR: tl.constexpr,
@@ -191,8 +197,10 @@ def _rows_kernel(tgt_ptr, pid_ptr, pw_ptr, ptok_ptr, e_ptr, stat_m_ptr, stat_s_p
     lse = big_m + tl.log(tl.where(rmask, total, 1.0))
 
     t = tl.load(tgt_ptr + row0 + r, mask=rmask, other=ignore_index)
-    valid = rmask & (t != ignore_index)
     path = tl.load(pid_ptr + row0 + r, mask=rmask, other=0)
+    # An out-of-range path id (unchecked on the GPU unless MINDCORE_DEBUG=1) drops the token rather
+    # than write outside the path arrays.
+    valid = rmask & (t != ignore_index) & (path >= 0) & (path < P)
     split = tl.program_id(1)
     t_logit = tl.load(tlogit_ptr + row0 + r, mask=valid, other=0.0)
     if split == 0:
@@ -202,7 +210,7 @@ def _rows_kernel(tgt_ptr, pid_ptr, pw_ptr, ptok_ptr, e_ptr, stat_m_ptr, stat_s_p
     if WRITE_GRAD:  # this program rewrites vocab tiles split, split + VSPLIT, ...: more loads in flight
         w = tl.load(pw_ptr + path, mask=valid, other=0.0)
         n = tl.load(ptok_ptr + path, mask=valid, other=1)
-        scale = tl.where(valid, w / tl.maximum(n, 1).to(tl.float32), 0.0)
+        scale = tl.where(valid, w / tl.maximum(n, 1).to(tl.float32), 0.0) * tl.load(gscale_ptr)
         e_row = r.to(tl.int64) * V
         for tile in range(split, n_tiles, VSPLIT):
             c = tile * TILE_N + tl.arange(0, TILE_N)
@@ -226,7 +234,7 @@ def _rows_kernel(tgt_ptr, pid_ptr, pw_ptr, ptok_ptr, e_ptr, stat_m_ptr, stat_s_p
 
 
 @triton.jit
-def _grad_hidden_kernel(g_ptr, w_ptr, gh_ptr, row0, rows, V, D,
+def _grad_hidden_kernel(g_ptr, w_ptr, gh_ptr, inv_gscale_ptr, row0, rows, V, D,
                         UPCAST: tl.constexpr, RNE_BF16: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr,
                         BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):
     pid_m, pid_n = _tile_index(tl.program_id(0), tl.cdiv(rows, BM), tl.cdiv(D, BN), GROUP_M)
@@ -244,12 +252,13 @@ def _grad_hidden_kernel(g_ptr, w_ptr, gh_ptr, row0, rows, V, D,
         b = tl.load(w_ptr + vv.to(tl.int64)[:, None] * D + dc[None, :],
                     mask=vmask[:, None] & dmask[None, :], other=0.0)
         acc = _mma(a, b, acc, UPCAST, IEEE)
+    acc = acc * tl.load(inv_gscale_ptr)
     out = gh_ptr + (row0 + r).to(tl.int64)[:, None] * D + dc[None, :]
     tl.store(out, _cast(acc, gh_ptr.dtype.element_ty, RNE_BF16), mask=rmask[:, None] & dmask[None, :])
 
 
 @triton.jit
-def _grad_weight_kernel(g_ptr, h_ptr, gw_ptr, gb_ptr, row0, rows, V, D,
+def _grad_weight_kernel(g_ptr, h_ptr, gw_ptr, gb_ptr, inv_gscale_ptr, row0, rows, V, D,
                         ACCUMULATE: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
                         RNE_BF16: tl.constexpr,
                         IEEE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
@@ -273,6 +282,9 @@ def _grad_weight_kernel(g_ptr, h_ptr, gw_ptr, gb_ptr, row0, rows, V, D,
         if HAS_BIAS:
             if pid_n == 0:
                 bias_acc += tl.sum(a.to(tl.float32), axis=1)
+    unscale = tl.load(inv_gscale_ptr)
+    acc = acc * unscale
+    bias_acc = bias_acc * unscale
     out = gw_ptr + vr.to(tl.int64)[:, None] * D + dc[None, :]
     omask = vmask[:, None] & dmask[None, :]
     if ACCUMULATE:
@@ -308,7 +320,30 @@ def gpu_configs(major, dtype, d):
 
 
 def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count,
-            path_slots, ignore_index, momentum, compute_grad, chunk_rows: Optional[int] = None):
+            path_slots, ignore_index, momentum, output_mask, chunk_rows: Optional[int] = None):
+    dev = hidden.device
+    # Triton launches on the current device: make it the tensors' one (a non-current GPU otherwise
+    # reads foreign pointers).
+    guard = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
+    with guard:
+        return _launch_here(hidden, weight, bias, targets, path_ids, path_weights, inertia_value,
+                            inertia_count, path_slots, ignore_index, momentum, output_mask, chunk_rows)
+
+
+def grad_prescale(scale, dtype):
+    """(gscale, 1 / gscale) as 1-element device tensors: float16 stores dlogits pre-scaled by a power
+    of two that brings max |w_p / n_p| into [0.5, 1] (its normal range keeps small softmax terms);
+    other dtypes have fp32's exponent range and use 1. No host sync."""
+    one = torch.ones(1, dtype=torch.float32, device=scale.device)
+    if dtype != torch.float16 or scale.numel() == 0:
+        return one, one
+    smax = scale.max().reshape(1)
+    g = torch.where((smax > 0) & torch.isfinite(smax), torch.exp2(-torch.floor(torch.log2(smax))), one)
+    return g, 1.0 / g
+
+
+def _launch_here(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count,
+                 path_slots, ignore_index, momentum, output_mask, chunk_rows):
     n, d = hidden.shape
     v = weight.shape[0]
     num_paths = path_weights.shape[0]
@@ -318,6 +353,9 @@ def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value
     targets, path_ids = targets.contiguous(), path_ids.contiguous()
     path_weights = path_weights.float().contiguous()
     path_slots = path_slots.contiguous()
+    need_h, need_w, need_b = (bool(x) for x in output_mask)
+    need_b = need_b and bias is not None
+    compute_grad = need_h or need_w or need_b
     cfg = _configs(dev, hidden.dtype, d)
     mm = cfg["mm"]
     launch = dict(num_warps=cfg["warps"], num_stages=cfg["stages"])
@@ -327,18 +365,17 @@ def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value
     rne = upcast and hidden.dtype == torch.bfloat16
     ieee = hidden.dtype == torch.float32
     e_dtype = hidden.dtype
+    g_dtype = grad_dtype(hidden.dtype)
 
     # Tokens per path first (scale = w_p / n_p is needed while forming dlogits); no host sync.
     valid = (targets != ignore_index).to(torch.int64)
     path_tokens = torch.zeros(num_paths, dtype=torch.int64, device=dev).index_add_(0, path_ids, valid)
+    gscale, inv_gscale = grad_prescale(
+        token_scale(targets, path_ids, path_weights, path_tokens, ignore_index), hidden.dtype)
 
-    # Chunk rows: the softmax chunk (and, when it fits, an fp32 grad_W accumulator) in the budget.
-    gw_acc_bytes = v * d * 4 if (compute_grad and hidden.dtype != torch.float32) else 0
-    fp32_acc = gw_acc_bytes <= SCRATCH_BYTES // 2
-    e_budget = SCRATCH_BYTES - (gw_acc_bytes if fp32_acc else 0)
     if chunk_rows is None:
         per_row = v * e_dtype.itemsize if compute_grad else n_tiles * 8
-        max_rows = max(mm["BM"], (e_budget // max(per_row, 1)) // mm["BM"] * mm["BM"])
+        max_rows = max(mm["BM"], (SCRATCH_BYTES // max(per_row, 1)) // mm["BM"] * mm["BM"])
         # Balanced chunks (no small tail chunk with a starved GEMM grid), rounded up to BM rows.
         per_chunk = triton.cdiv(n, triton.cdiv(max(n, 1), max_rows))
         chunk_rows = min(max_rows, triton.cdiv(per_chunk, mm["BM"]) * mm["BM"])
@@ -357,12 +394,15 @@ def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value
     new_value, new_count = inertia_value.clone(), inertia_count.clone()
     has_slots = inertia_value.shape[0] > 0
 
-    if compute_grad:
-        grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.empty_like(weight)
-        gw_target = grad_weight if (single or not fp32_acc or weight.dtype == torch.float32) \
-            else torch.empty(v, d, dtype=torch.float32, device=dev)
-        grad_bias32 = torch.zeros(v, dtype=torch.float32, device=dev) if bias is not None else None
+    grad_hidden = torch.empty(n, d, dtype=g_dtype, device=dev) if need_h else None
+    grad_weight = gw_target = None
+    if need_w or need_b:  # the grad_W kernel also sums the bias gradient
+        grad_weight = torch.zeros(v, d, dtype=g_dtype, device=dev) if n == 0 else \
+            torch.empty(v, d, dtype=g_dtype, device=dev)
+        # fp32 accumulation across chunks; one chunk (or fp32/fp16 grads) writes the output directly.
+        gw_target = grad_weight if (single or g_dtype == torch.float32) else \
+            torch.empty(v, d, dtype=torch.float32, device=dev)
+    grad_bias32 = torch.zeros(v, dtype=torch.float32, device=dev) if need_b else None
     br = cfg["BR"]
     vsplit = min(cfg["VSPLIT"], n_tiles) if compute_grad else 1
     total_programs = sum(max(1, triton.cdiv(rows, br)) * vsplit for _, rows in chunks)
@@ -375,7 +415,7 @@ def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value
                 UPCAST=upcast, RNE_BF16=rne, IEEE=ieee, **mm, **launch)
         _rows_kernel[(max(1, triton.cdiv(rows, br)), vsplit)](
             targets, path_ids, path_weights, path_tokens, e_buf, stat_m, stat_s, t_logit,
-            path_sum, ticket, total_programs,
+            path_sum, ticket, total_programs, gscale,
             path_loss, loss, inertia_value, inertia_count, path_slots, new_value, new_count,
             row0, rows, v, n_tiles, num_paths, ignore_index, float(momentum), 1.0 - float(momentum),
             WRITE_GRAD=compute_grad, HAS_SLOTS=has_slots, RNE_BF16=rne, BR=br, VSPLIT=vsplit, BT=cfg["BT"],
@@ -383,20 +423,19 @@ def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value
         if not compute_grad or not rows:
             continue
         bm, bk, bn_d = mm["BM"], mm["BK"], cfg["bn_d"]
-        _grad_hidden_kernel[(triton.cdiv(rows, bm) * triton.cdiv(d, bn_d),)](
-            e_buf, weight, grad_hidden, row0, rows, v, d, UPCAST=upcast, RNE_BF16=rne, IEEE=ieee,
-            BM=bm, BN=bn_d, BK=bk, GROUP_M=mm["GROUP_M"], **launch)
-        _grad_weight_kernel[(triton.cdiv(v, bm) * triton.cdiv(d, bn_d),)](
-            e_buf, hidden, gw_target, grad_bias32 if bias is not None else dummy, row0, rows, v, d,
-            ACCUMULATE=i > 0, HAS_BIAS=bias is not None, UPCAST=upcast, RNE_BF16=rne, IEEE=ieee,
-            BM=bm, BN=bn_d, BK=bk, GROUP_M=mm["GROUP_M"], **launch)
-    if compute_grad:
-        if gw_target is not grad_weight:
-            grad_weight.copy_(gw_target)
-        grad_bias = grad_bias32.to(bias.dtype) if bias is not None else hidden.new_empty(0)
-        grads = (grad_hidden, grad_weight, grad_bias)
-    else:
-        grads = (hidden.new_empty(0), hidden.new_empty(0), hidden.new_empty(0))
+        if need_h:
+            _grad_hidden_kernel[(triton.cdiv(rows, bm) * triton.cdiv(d, bn_d),)](
+                e_buf, weight, grad_hidden, inv_gscale, row0, rows, v, d, UPCAST=upcast, RNE_BF16=rne,
+                IEEE=ieee, BM=bm, BN=bn_d, BK=bk, GROUP_M=mm["GROUP_M"], **launch)
+        if gw_target is not None:
+            _grad_weight_kernel[(triton.cdiv(v, bm) * triton.cdiv(d, bn_d),)](
+                e_buf, hidden, gw_target, grad_bias32 if need_b else dummy, inv_gscale, row0, rows, v, d,
+                ACCUMULATE=i > 0, HAS_BIAS=need_b, UPCAST=upcast, RNE_BF16=rne and gw_target.dtype != torch.float32,
+                IEEE=ieee, BM=bm, BN=bn_d, BK=bk, GROUP_M=mm["GROUP_M"], **launch)
+    if gw_target is not None and gw_target is not grad_weight:
+        grad_weight.copy_(gw_target)
+    grads = (grad_hidden if need_h else hidden.new_empty(0), grad_weight if need_w else hidden.new_empty(0),
+             grad_bias32.to(g_dtype) if need_b else hidden.new_empty(0))  # distinct: outputs may not alias
     return (loss, path_loss, path_tokens, new_value, new_count) + grads
 
 
@@ -404,10 +443,10 @@ def _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value
 def _op(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], targets: torch.Tensor,
         path_ids: torch.Tensor, path_weights: torch.Tensor, inertia_value: torch.Tensor,
         inertia_count: torch.Tensor, path_slots: torch.Tensor, ignore_index: int, momentum: float,
-        compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+        output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                      torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count,
-                   path_slots, ignore_index, momentum, compute_grad)
+                   path_slots, ignore_index, momentum, output_mask)
 
 
 @_op.register_fake
@@ -418,7 +457,7 @@ def _(*args):
 
 def perspective_cross_entropy(hidden, weight, bias, targets, path_ids, path_weights,
                               inertia_value, inertia_count, path_slots,
-                              ignore_index=-100, momentum=0.9, compute_grad=True):
+                              ignore_index=-100, momentum=0.9, output_mask=(True, True, True)):
     """Provider entry point (signature of mindcore.reference.perspective_cross_entropy)."""
     return _op(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count,
-               path_slots, int(ignore_index), float(momentum), bool(compute_grad))
+               path_slots, int(ignore_index), float(momentum), [bool(x) for x in output_mask])

@@ -211,9 +211,9 @@ constexpr RowKernels kCpuKernels{full_rows, block_stats, block_grad, full_cols, 
 PCEOutputs cpu_impl(const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                     const at::Tensor& targets, const at::Tensor& path_ids, const at::Tensor& path_weights,
                     const at::Tensor& inertia_value, const at::Tensor& inertia_count, const at::Tensor& path_slots,
-                    int64_t ignore_index, double momentum, bool compute_grad) {
+                    int64_t ignore_index, double momentum, std::array<bool, 3> output_mask) {
   return perspective_cross_entropy(kCpuKernels, hidden, weight, bias, targets, path_ids, path_weights,
-                                   inertia_value, inertia_count, path_slots, ignore_index, momentum, compute_grad);
+                                   inertia_value, inertia_count, path_slots, ignore_index, momentum, output_mask);
 }
 
 }  // namespace

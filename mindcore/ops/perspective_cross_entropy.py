@@ -8,6 +8,7 @@ import torch
 
 from .. import dispatch
 from ..inertia import InertiaState
+from ..reference.perspective_cross_entropy import grad_dtype
 
 OP = "perspective_cross_entropy"
 
@@ -19,15 +20,13 @@ class PerspectiveCEOutput(NamedTuple):
 
 
 def fake_outputs(hidden, weight, bias, targets, path_ids, path_weights,
-                 inertia_value, inertia_count, path_slots, ignore_index, momentum, compute_grad):
+                 inertia_value, inertia_count, path_slots, ignore_index, momentum, output_mask):
     """Shapes and dtypes of every provider's outputs (the fake impl for torch.compile / opcheck)."""
     num_paths = path_weights.shape[0]
     f32 = dict(dtype=torch.float32, device=hidden.device)
-    if compute_grad:
-        grads = (torch.empty_like(hidden), torch.empty_like(weight),
-                 torch.empty_like(bias) if bias is not None else hidden.new_empty(0))
-    else:
-        grads = (hidden.new_empty(0), hidden.new_empty(0), hidden.new_empty(0))
+    gd = grad_dtype(hidden.dtype)
+    grads = tuple(torch.empty(t.shape, dtype=gd, device=t.device) if (need and t is not None)
+                  else hidden.new_empty(0) for need, t in zip(output_mask, (hidden, weight, bias)))
     return (torch.empty((), **f32), torch.empty(num_paths, **f32),
             torch.empty(num_paths, dtype=torch.int64, device=hidden.device),
             torch.empty_like(inertia_value), torch.empty_like(inertia_count)) + grads
@@ -36,12 +35,13 @@ def fake_outputs(hidden, weight, bias, targets, path_ids, path_weights,
 class _Function(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, path_ids, path_weights,
-                inertia_value, inertia_count, path_slots, ignore_index, momentum, impl):
-        compute_grad = any(ctx.needs_input_grad[:3])
+                inertia_value, inertia_count, path_slots, ignore_index, momentum, output_mask, impl):
         (loss, path_loss, path_tokens, new_value, new_count,
          g_hidden, g_weight, g_bias) = impl(hidden, weight, bias, targets, path_ids, path_weights,
                                             inertia_value, inertia_count, path_slots,
-                                            ignore_index, momentum, compute_grad)
+                                            ignore_index, momentum, list(output_mask))
+        ctx.output_mask = output_mask
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.save_for_backward(g_hidden, g_weight, g_bias)
         ctx.mark_non_differentiable(path_loss, path_tokens, new_value, new_count)
         return loss, path_loss, path_tokens, new_value, new_count
@@ -54,10 +54,10 @@ class _Function(torch.autograd.Function):
             raise RuntimeError("perspective_cross_entropy: backward ran twice through the same call "
                                "(retain_graph=True); call the op again for a second backward")
         ctx.consumed = True
-        g_hidden, g_weight, g_bias = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        grads = tuple(g.mul_(g_loss) if n else None for g, n in zip((g_hidden, g_weight, g_bias), need[:3]))
-        return grads + (None,) * 9
+        # float16 gradients arrive in float32: the scale is applied before their one rounding.
+        grads = tuple(g.mul_(g_loss).to(dt) if (made and need) else None for g, made, need, dt in
+                      zip(ctx.saved_tensors, ctx.output_mask, ctx.needs_input_grad[:3], ctx.dtypes))
+        return grads + (None,) * 10
 
 
 def _fail(arg, problem, fix):
@@ -139,6 +139,9 @@ def perspective_cross_entropy(hidden, weight, targets, path_ids, path_weights, *
     """
     _check(hidden, weight, bias, targets, path_ids, path_weights, inertia, path_slots, ignore_index)
     _, impl = dispatch.select(OP, hidden.device, hidden.dtype, provider)
+    # Only the gradients someone will read: none under no_grad / inference_mode, none for frozen inputs.
+    grad_on = torch.is_grad_enabled()
+    output_mask = tuple(grad_on and t is not None and t.requires_grad for t in (hidden, weight, bias))
     num_paths = path_weights.shape[0]
     if inertia is not None:
         value, count, momentum = inertia.value, inertia.count, inertia.momentum
@@ -151,7 +154,7 @@ def perspective_cross_entropy(hidden, weight, targets, path_ids, path_weights, *
         hidden.contiguous(), weight.contiguous(), None if bias is None else bias.contiguous(),
         targets.to(torch.int64).contiguous(), path_ids.to(torch.int64).contiguous(),
         path_weights.to(torch.float32).contiguous(), value, count, slots.contiguous(),
-        int(ignore_index), float(momentum), impl)
+        int(ignore_index), float(momentum), output_mask, impl)
     if inertia is not None:
         inertia.assign(new_value, new_count)
     return PerspectiveCEOutput(loss, path_loss, path_tokens)

@@ -8,7 +8,7 @@ Provider signature (all tensors on one device; nothing is mutated)::
 
     impl(hidden, weight, bias, targets, path_ids, path_weights,
          inertia_value, inertia_count, path_slots,
-         ignore_index, momentum, compute_grad)
+         ignore_index, momentum, output_mask)
     -> (loss, path_loss, path_tokens, new_value, new_count, grad_hidden, grad_weight, grad_bias)
 
 - ``loss``: 0-dim float32, sum_p path_weights[p] * path_loss[p].
@@ -16,8 +16,12 @@ Provider signature (all tensors on one device; nothing is mutated)::
 - ``path_tokens`` (P,) int64.
 - ``new_value`` (S,) float32 / ``new_count`` (S,) int64: the inertia state after this call
   (S may be 0; ``path_slots`` is (P,) int64 with -1 = untracked).
-- ``grad_*``: d loss / d input for grad_output = 1, in the input's dtype; empty (0,) tensors when
-  ``compute_grad`` is False, and ``grad_bias`` is empty when ``bias`` is None.
+- ``output_mask``: three bools (hidden, weight, bias): which gradients to compute. Only those are
+  formed (no grad_weight GEMM for a frozen head, nothing at all under ``no_grad``).
+- ``grad_*``: d loss / d input for grad_output = 1; an empty (0,) tensor where the mask is False
+  (``grad_bias`` also when ``bias`` is None). dtype: the input's, except float16, whose gradients come
+  back in float32 (``grad_dtype``): the loss scale (e.g. GradScaler's 2^16) is only known in the
+  backward, and small softmax terms at scale 1 would already be flushed by float16's range.
 """
 from __future__ import annotations
 
@@ -29,6 +33,11 @@ CHUNK_ELEMS = 1 << 26
 
 def _empty(like):
     return like.new_empty(0)
+
+
+def grad_dtype(dtype):
+    """dtype of a provider's gradients for inputs of ``dtype`` (float16 -> float32, see above)."""
+    return torch.float32 if dtype == torch.float16 else dtype
 
 
 def path_counts(targets, path_ids, num_paths, ignore_index):
@@ -75,7 +84,7 @@ def finish(path_sum, path_tokens, path_weights, value, count, path_slots, moment
 
 def perspective_cross_entropy(hidden, weight, bias, targets, path_ids, path_weights,
                               inertia_value, inertia_count, path_slots,
-                              ignore_index=-100, momentum=0.9, compute_grad=True,
+                              ignore_index=-100, momentum=0.9, output_mask=(True, True, True),
                               chunk_rows=None):
     """Chunked reference: never holds more than ``chunk_rows`` x V logits; gradient in the forward."""
     n, d = hidden.shape
@@ -88,10 +97,12 @@ def perspective_cross_entropy(hidden, weight, bias, targets, path_ids, path_weig
     b32 = None if bias is None else bias.float()
     rows = chunk_rows or max(1, min(n, CHUNK_ELEMS // max(v, 1)))
     token_ce = torch.zeros(n, dtype=torch.float32, device=dev)
-    if compute_grad:
-        g_h = torch.empty(n, d, dtype=torch.float32, device=dev)
-        g_w = torch.zeros(v, d, dtype=torch.float32, device=dev)
-        g_b = torch.zeros(v, dtype=torch.float32, device=dev) if bias is not None else None
+    need_h, need_w, need_b = output_mask
+    need_b = need_b and bias is not None
+    compute_grad = need_h or need_w or need_b
+    g_h = torch.empty(n, d, dtype=torch.float32, device=dev) if need_h else None
+    g_w = torch.zeros(v, d, dtype=torch.float32, device=dev) if need_w else None
+    g_b = torch.zeros(v, dtype=torch.float32, device=dev) if need_b else None
     for s in range(0, n, rows):
         e = min(n, s + rows)
         h = hidden[s:e].float()
@@ -109,18 +120,17 @@ def perspective_cross_entropy(hidden, weight, bias, targets, path_ids, path_weig
             g = logits.sub_(lse[:, None]).exp_()
             g.scatter_add_(1, safe[:, None], -valid.float()[:, None])
             g.mul_(scale[s:e, None])
-            g_h[s:e] = g @ w32
-            g_w.addmm_(g.t(), h)
+            if g_h is not None:
+                g_h[s:e] = g @ w32
+            if g_w is not None:
+                g_w.addmm_(g.t(), h)
             if g_b is not None:
                 g_b += g.sum(0)
     path_sum = torch.zeros(num_paths, dtype=torch.float32, device=dev).index_add_(0, path_ids, token_ce)
     loss, path_loss, new_value, new_count = finish(
         path_sum, path_tokens, path_weights, inertia_value, inertia_count, path_slots, momentum)
-    if compute_grad:
-        grads = (g_h.to(hidden.dtype), g_w.to(weight.dtype),
-                 g_b.to(bias.dtype) if g_b is not None else _empty(hidden))
-    else:
-        grads = (_empty(hidden),) * 3
+    gd = grad_dtype(hidden.dtype)
+    grads = tuple(_empty(hidden) if g is None else g.to(gd) for g in (g_h, g_w, g_b))
     return (loss, path_loss, path_tokens, new_value, new_count) + grads
 
 

@@ -7,7 +7,7 @@ import torch
 
 import mindcore
 from mindcore import _ext, dispatch, info as mc_info
-from mindcore.reference.perspective_cross_entropy import perspective_cross_entropy as reference
+from mindcore.reference.perspective_cross_entropy import grad_dtype, perspective_cross_entropy as reference
 
 pytestmark = pytest.mark.skipif(not _ext.available(), reason=f"mindcore._C not loaded: {_ext.load_error}")
 
@@ -18,7 +18,7 @@ def op():
     return torch.ops.mindcore.perspective_cross_entropy
 
 
-def make_args(n, d, v, p, *, dtype=torch.float32, device="cpu", bias=False, slots=3, compute_grad=True, seed=0):
+def make_args(n, d, v, p, *, dtype=torch.float32, device="cpu", bias=False, slots=3, output_mask=(True, True, True), seed=0):
     """Provider-signature arguments: some ignored tokens, a path without tokens, a fresh and a used slot."""
     g = torch.Generator().manual_seed(seed)
     hidden = torch.randn(n, d, generator=g)
@@ -34,7 +34,7 @@ def make_args(n, d, v, p, *, dtype=torch.float32, device="cpu", bias=False, slot
     f = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
     dev = lambda t: t.to(device)  # noqa: E731
     return (f(hidden), f(weight), f(b), dev(targets), dev(path_ids), dev(path_weights), dev(value), dev(count),
-            dev(path_slots), -100, 0.9, compute_grad)
+            dev(path_slots), -100, 0.9, list(output_mask))
 
 
 def assert_parity(got, want, dtype):
@@ -66,9 +66,9 @@ def test_build_info_and_provider():
 
 
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("compute_grad", [True, False])
-def test_opcheck(bias, compute_grad):
-    args = make_args(9, 7, 23, 3, bias=bias, compute_grad=compute_grad)
+@pytest.mark.parametrize("output_mask", [(True,) * 3, (False,) * 3, (True, False, False), (False, True, True)])
+def test_opcheck(bias, output_mask):
+    args = make_args(9, 7, 23, 3, bias=bias, output_mask=output_mask)
     torch.library.opcheck(op(), args)
 
 
@@ -125,16 +125,16 @@ def test_lowp_cpu_paths(dtype, lowp, layout, monkeypatch):
         loss.backward()
         grads[key] = (h.grad, w.grad, b.grad)
     for name, g, t, e in zip(("grad_hidden", "grad_weight", "grad_bias"), got[5:], grads["truth"], grads["eager"]):
-        assert g.dtype == dtype
+        assert g.dtype == grad_dtype(dtype)
         assert_close_to_truth(g, t, e, dtype, name)
 
 
 def test_semantics_empty_path_no_grad_no_bias():
-    args = list(make_args(12, 8, 31, 4, compute_grad=False))
+    args = list(make_args(12, 8, 31, 4, output_mask=(False,) * 3))
     out = op()(*args)
     assert out[2][3].item() == 0 and out[1][3].item() == 0.0  # path without tokens -> 0 loss
     assert all(t.numel() == 0 and t.dtype == torch.float32 for t in out[5:])
-    args[11] = True
+    args[11] = [True] * 3
     out = op()(*args)
     assert out[5].shape == args[0].shape and out[6].shape == args[1].shape and out[7].numel() == 0
     weighted = (args[5] * out[1]).sum()

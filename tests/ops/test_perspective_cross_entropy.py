@@ -122,7 +122,7 @@ def test_reference_chunking_is_invisible():
     inputs = make_inputs(23, 9, 41, 3, bias=True, seed=11)
     args = (inputs["hidden"], inputs["weight"], inputs["bias"], inputs["targets"], inputs["path_ids"],
             inputs["path_weights"], torch.zeros(0), torch.zeros(0, dtype=torch.int64),
-            torch.full((3,), -1), -100, 0.9, True)
+            torch.full((3,), -1), -100, 0.9, (True, True, True))
     whole = ref(*args)
     chunked = ref(*args, chunk_rows=4)
     for a, b in zip(whole, chunked):

@@ -39,7 +39,7 @@ def make(n, d, v, p=4, *, dtype=torch.float32, ignore="some", bias=False, seed=0
     value = (torch.rand(num_slots, generator=g) * 3).to(DEV)
     count = (torch.arange(num_slots) % 3).to(DEV)  # count 0 -> first observation initialises the slot
     return [x["hidden"], x["weight"], x["bias"], x["targets"], x["path_ids"], x["path_weights"],
-            value, count, torch.tensor(slots, dtype=torch.int64, device=DEV), -100, 0.9, True]
+            value, count, torch.tensor(slots, dtype=torch.int64, device=DEV), -100, 0.9, [True] * 3]
 
 
 def check(args, out=None, **launch_kw):
@@ -89,7 +89,7 @@ def test_empty_path_and_untracked_slots():
 
 def test_no_grad_outputs_empty():
     args = make(7, 19, 101, bias=True)
-    args[-1] = False
+    args[-1] = [False] * 3
     out, _ = check(args)
     assert all(t.numel() == 0 for t in out[5:])
 
@@ -105,12 +105,10 @@ def test_nan_row_keeps_slot():
     assert all(out[4][s] == args[7][s] + 1 for s in updated)
 
 
-@pytest.mark.parametrize("dtype,fp32_acc", [(torch.float32, True), (torch.bfloat16, True),
-                                            (torch.bfloat16, False)])
-def test_chunked_rows(dtype, fp32_acc, monkeypatch):
-    """Several row chunks: grad_W accumulated in fp32 scratch, or in the bf16 output itself."""
-    if not fp32_acc:
-        monkeypatch.setattr(K, "SCRATCH_BYTES", 0)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_chunked_rows(dtype, monkeypatch):
+    """Several row chunks: grad_W accumulated in fp32 (16-bit inputs too), even with no scratch budget."""
+    monkeypatch.setattr(K, "SCRATCH_BYTES", 0)
     check(make(40, 19, 37, dtype=dtype, bias=True, seed=3), chunk_rows=16)
 
 
@@ -140,9 +138,9 @@ def test_against_float64_truth():
 
 def test_opcheck():
     op = torch.ops.mindcore.perspective_cross_entropy_triton.default
-    for bias, grad in ((True, True), (False, False)):
+    for bias, mask in ((True, [True] * 3), (False, [False] * 3), (True, [False, True, False])):
         args = make(7, 5, 37, dtype=torch.bfloat16, bias=bias)
-        args[-1] = grad
+        args[-1] = mask
         torch.library.opcheck(op, tuple(args))
 
 
