@@ -17,7 +17,10 @@ import torch
 from . import _ext
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-PRIORITY = {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference", "triton")}
+# CUDA: the cuBLAS-GEMM providers first (vendor GEMMs at their measured speed without tuning of ours;
+# mindcore's kernels do the row pass), the fully fused Triton kernel after them. No GPU run has yet
+# measured these against each other; the device check's rows are to decide the order.
+PRIORITY = {"cuda": ("cublas", "cuda", "triton", "reference"), "cpu": ("cpu", "reference", "cublas", "triton")}
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _triton_reason(op):
+def _triton_reason(module):
     def reason(device, dtype):
         if dtype is not None and dtype not in FLOAT_DTYPES:
             return f"dtype {dtype} not supported"
@@ -43,10 +46,18 @@ def _triton_reason(op):
             import triton  # noqa: F401
         except Exception as exc:
             return f"triton is not importable ({type(exc).__name__}: {exc})"
-        if importlib.util.find_spec(f"mindcore.kernels.{op}") is None:
-            return f"mindcore.kernels has no {op} kernel"
-        return None
+        return _module_reason(f"mindcore.kernels.{module}")
     return reason
+
+
+def _module_reason(module):
+    """None if ``module`` can be found; else why not. find_spec raises (not returns None) when a
+    parent package is missing, e.g. ``mindcore.kernels`` after a failed install: a reason, not a crash."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError) as exc:
+        return f"{module} is not importable ({type(exc).__name__}: {exc})"
+    return None if found else f"{module} is not installed"
 
 
 def _native_reason(op, device_type):
@@ -81,6 +92,9 @@ def _providers_for(op):
         "cpu": Provider("cpu", _native_reason(op, "cpu"), _native_impl(op)),
         "cuda": Provider("cuda", _native_reason(op, "cuda"), _native_impl(op)),
         "triton": Provider("triton", _triton_reason(op), _module_impl(f"mindcore.kernels.{op}", op)),
+        # cuBLAS GEMMs (torch.mm) + a Triton row kernel; on the CPU only under the interpreter (tests).
+        "cublas": Provider("cublas", _triton_reason(f"{op}_cublas"),
+                           _module_impl(f"mindcore.kernels.{op}_cublas", op)),
     }
 
 

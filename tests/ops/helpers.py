@@ -4,7 +4,7 @@ import torch
 import mindcore
 from mindcore import dispatch
 
-PROVIDERS = ("reference", "cpu", "triton", "cuda")
+PROVIDERS = ("reference", "cpu", "triton", "cublas", "cuda")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # Error floor per dtype, added to "twice eager PyTorch's own error in that dtype".
 FLOOR = {torch.float32: 2e-5, torch.bfloat16: 2e-3, torch.float16: 5e-4}

@@ -1,4 +1,5 @@
-"""Triton provider of perspective_cross_entropy against the reference (under TRITON_INTERPRET on CPU).
+"""Triton providers of perspective_cross_entropy against the reference (under TRITON_INTERPRET on CPU):
+``triton`` (the fully fused kernels) and ``cublas`` (torch.mm GEMMs + the Triton row kernel).
 
 Tiny odd shapes: the interpreter runs each program in numpy, so grids must stay small.
 """
@@ -24,6 +25,7 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
 
 from helpers import make_inputs  # noqa: E402
 from mindcore.kernels import perspective_cross_entropy as K  # noqa: E402
+from mindcore.kernels import perspective_cross_entropy_cublas as KC  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 NAMES = ("loss", "path_loss", "path_tokens", "new_value", "new_count", "grad_hidden", "grad_weight", "grad_bias")
@@ -42,9 +44,14 @@ def make(n, d, v, p=4, *, dtype=torch.float32, ignore="some", bias=False, seed=0
             value, count, torch.tensor(slots, dtype=torch.int64, device=DEV), -100, 0.9, [True] * 3]
 
 
-def check(args, out=None, **launch_kw):
-    """Compare every output of the Triton provider with the reference."""
-    out = out if out is not None else K._launch(*args, **launch_kw)
+@pytest.fixture(params=["triton", "cublas"])
+def kern(request):
+    return {"triton": K, "cublas": KC}[request.param]
+
+
+def check(args, kern=K, out=None, **launch_kw):
+    """Compare every output of a Triton provider with the reference."""
+    out = out if out is not None else kern._launch(*args, **launch_kw)
     ref = reference(*args)
     dtype = args[0].dtype
     for name, x, y in zip(NAMES, out, ref):
@@ -67,38 +74,38 @@ def check(args, out=None, **launch_kw):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("n,d,v,bias", [(1, 5, 37, False), (7, 19, 101, True), (33, 5, 37, False),
                                         (33, 19, 101, True)])
-def test_matches_reference(n, d, v, bias, dtype):
-    check(make(n, d, v, dtype=dtype, bias=bias, seed=n + d))
+def test_matches_reference(n, d, v, bias, dtype, kern):
+    check(make(n, d, v, dtype=dtype, bias=bias, seed=n + d), kern)
 
 
 @pytest.mark.parametrize("ignore", ["all", "none"])
-def test_ignored_tokens(ignore):
-    out, _ = check(make(7, 5, 37, ignore=ignore, bias=True))
+def test_ignored_tokens(ignore, kern):
+    out, _ = check(make(7, 5, 37, ignore=ignore, bias=True), kern)
     if ignore == "all":
         assert out[2].sum() == 0 and out[0] == 0 and not out[5].any() and not out[6].any()
 
 
-def test_empty_path_and_untracked_slots():
+def test_empty_path_and_untracked_slots(kern):
     args = make(33, 5, 37, p=5, empty_path=True, slots=(2, -1, 2, 0, 1))
-    out, _ = check(args)
+    out, _ = check(args, kern)
     assert out[2][4] == 0 and out[1][4] == 0
     # slot 1 belongs only to the empty path: unchanged; slot 2 is shared by paths 0 and 2.
     assert out[3][1] == args[6][1] and out[4][1] == args[7][1]
     assert (out[4] - args[7]).tolist() == [1, 0, 1]
 
 
-def test_no_grad_outputs_empty():
+def test_no_grad_outputs_empty(kern):
     args = make(7, 19, 101, bias=True)
     args[-1] = [False] * 3
-    out, _ = check(args)
+    out, _ = check(args, kern)
     assert all(t.numel() == 0 for t in out[5:])
 
 
-def test_nan_row_keeps_slot():
+def test_nan_row_keeps_slot(kern):
     args = make(7, 5, 37, ignore="none", slots=(0, 1, 2, -1))
     args[0][3] = float("nan")  # row 3 -> path 0 -> slot 0 gets a NaN loss
     args[4][3] = 0
-    out, ref = check(args)
+    out, ref = check(args, kern)
     assert torch.isnan(out[1][0]) and torch.isnan(out[0])
     assert out[3][0] == args[6][0] and out[4][0] == args[7][0]  # slot 0 keeps value and count
     updated = [s for s in (1, 2) if out[2][s] > 0]
@@ -112,17 +119,28 @@ def test_chunked_rows(dtype, monkeypatch):
     check(make(40, 19, 37, dtype=dtype, bias=True, seed=3), chunk_rows=16)
 
 
-def test_noncontiguous_and_fp16():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("mask", [(True, True, True), (True, False, False), (False, True, True)], ids=str)
+def test_cublas_chunks_and_masks(dtype, mask):
+    """cublas: several chunks (fp32 grad_W accumulator, 16-bit G written over its fp32 logits rows)."""
+    args = make(40, 19, 37, dtype=dtype, bias=True, seed=4)
+    args[-1] = list(mask)
+    out, _ = check(args, KC, chunk_rows=16)
+    for got, wanted in zip(out[5:], mask):
+        assert (got.numel() > 0) == wanted
+
+
+def test_noncontiguous_and_fp16(kern):
     args = make(7, 19, 37, dtype=torch.float16, bias=True)
     args[0] = torch.cat([args[0], args[0]], 1)[:, :19]
     args[1] = args[1].t().contiguous().t()
-    check(args)
+    check(args, kern)
 
 
-def test_against_float64_truth():
+def test_against_float64_truth(kern):
     """bf16 grads no worse than twice eager bf16 PyTorch's error (+ floor), both vs float64."""
     args = make(33, 19, 101, dtype=torch.bfloat16, bias=True, seed=7)
-    out = K._launch(*args)
+    out = kern._launch(*args)
     truth, eager = {}, {}
     for dt, store in ((torch.float64, truth), (torch.bfloat16, eager)):
         leaves = [args[i].detach().to(dt).requires_grad_() for i in (0, 1, 2)]
@@ -136,8 +154,9 @@ def test_against_float64_truth():
         assert err <= 2 * (e.double() - t).abs().max() + 2e-3 * t.abs().max()
 
 
-def test_opcheck():
-    op = torch.ops.mindcore.perspective_cross_entropy_triton.default
+@pytest.mark.parametrize("name", ["triton", "cublas"])
+def test_opcheck(name):
+    op = getattr(torch.ops.mindcore, f"perspective_cross_entropy_{name}").default
     for bias, mask in ((True, [True] * 3), (False, [False] * 3), (True, [False, True, False])):
         args = make(7, 5, 37, dtype=torch.bfloat16, bias=bias)
         args[-1] = mask
