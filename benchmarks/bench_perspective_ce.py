@@ -34,11 +34,15 @@ IGNORE = -100
 SHAPES = {"smollm2-135m": (576, 49152), "qwen2.5-0.5b": (896, 151936), "qwen2.5-1.5b": (1536, 151936),
           "qwen2.5-7b": (3584, 152064), "llama3.1-8b": (4096, 128256), "tiny": (48, 1031)}
 DEFAULT_TOKENS = {"cpu": [512, 2048], "cuda": [2048, 8192, 16384]}
-MINDCORE = ("reference", "cpu", "triton", "cuda")
+MINDCORE = ("reference", "cpu", "triton", "cublas", "cuda")
 # Baselines are what users run today: timed even when they miss the tolerance (eager bf16 on the
 # CPU reduces the softmax in bf16), with the error in the note; any other provider is FAILED then.
 BASELINES = ("eager", "compile")
-PROVIDERS = ["floor", "eager", "compile", "reference", "cpu", "triton", "cuda", "liger", "cce"]
+PROVIDERS = ["floor", "eager", "compile", "torch-lce", "reference", "cpu", "triton", "cublas", "cuda", "liger",
+             "liger-mean", "cce"]
+# Timed without the per-path check: they compute another quantity (a plain mean CE over all tokens,
+# no per-path losses), shown for what the fastest mode of a peer costs.
+UNCHECKED = {"liger-mean": "plain mean CE (no per-path losses or weights): not checked, timed for reference"}
 
 
 def parse_shape(name):
@@ -119,6 +123,27 @@ def _liger(x, device):
     return lambda h, w: per_path(loss_fn(w, h, x["targets"]), x)
 
 
+def _torch_lce(x, device):
+    """PyTorch's own chunked fused linear CE (>= 2.13): reduction="none", then per-path index_add."""
+    import torch.nn.functional as F
+    if not hasattr(F, "linear_cross_entropy") or not hasattr(torch.nn, "LinearCrossEntropyOptions"):
+        raise H.Skip(f"torch {torch.__version__} has no F.linear_cross_entropy with LinearCrossEntropyOptions")
+    opts = torch.nn.LinearCrossEntropyOptions()
+    return lambda h, w: per_path(F.linear_cross_entropy(h, w, x["targets"], ignore_index=IGNORE,
+                                                        reduction="none", options=opts), x)
+
+
+def _liger_mean(x, device):
+    if device.type != "cuda":
+        raise H.Skip("liger-kernel's fused linear CE is Triton on CUDA")
+    try:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+    except Exception as exc:
+        raise H.Skip(f"liger-kernel not importable ({type(exc).__name__}); see benchmarks/README.md")
+    loss_fn = LigerFusedLinearCrossEntropyLoss(reduction="mean", ignore_index=IGNORE)
+    return lambda h, w: (loss_fn(w, h, x["targets"]), None)
+
+
 def _cce(x, device):
     if device.type != "cuda":
         raise H.Skip("cut-cross-entropy's cce kernels are Triton on CUDA")
@@ -130,7 +155,8 @@ def _cce(x, device):
                                                       reduction="none"), x)
 
 
-BUILDERS = {"eager": _eager, "compile": _compile, "liger": _liger, "cce": _cce,
+BUILDERS = {"eager": _eager, "compile": _compile, "torch-lce": _torch_lce, "liger": _liger,
+            "liger-mean": _liger_mean, "cce": _cce,
             **{name: _mindcore(name) for name in MINDCORE}}
 
 
@@ -225,7 +251,8 @@ def reference_outputs(n, d, v, dtype, device, seed=0):
     out = reference_impl(x["hidden"].detach(), x["weight"].detach(), None, x["targets"], x["path_ids"],
                          x["path_weights"], torch.zeros(0, **f32),
                          torch.zeros(0, dtype=torch.int64, device=device),
-                         torch.full((num_paths,), -1, dtype=torch.int64, device=device), IGNORE, 0.0, True)
+                         torch.full((num_paths,), -1, dtype=torch.int64, device=device), IGNORE, 0.0,
+                         (True, True, True))
     return {"loss": out[0], "path_loss": out[1], "grad_hidden": out[5], "grad_weight": out[6]}
 
 
@@ -255,7 +282,8 @@ def run(shapes, tokens, dtypes, providers, modes, reps, device, out, memory=True
                     status, note, bench = H.prepare(
                         estimate_bytes(provider, n, d, v, dtype), device,
                         lambda: make_bench(provider, n, d, v, dtype, device),
-                        None if provider == "floor" else ref, dtype, baseline=provider in BASELINES)
+                        None if provider == "floor" or provider in UNCHECKED else ref, dtype,
+                        baseline=provider in BASELINES, note=UNCHECKED.get(provider, ""))
                     if status != "ok":
                         H.emit(rows, path, H.make_row(env, **base, mode=",".join(modes), status=status, note=note))
                         continue
