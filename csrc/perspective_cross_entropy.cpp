@@ -47,6 +47,13 @@ int64_t chunk_rows(int64_t n, int64_t v, int64_t elems) {
   const int64_t rows = raw >= 32 ? (raw + 16) / 32 * 32 : std::max<int64_t>(raw, 1);
   return std::min(rows, n);
 }
+// 16-bit inputs without fast 16-bit GEMMs: largest weight (bytes as fp32) converted once per call for
+// the one-pass scheme; above it, the two-pass vocab-blocked scheme (no V x d fp32 copy).
+// MINDCORE_CPU_WEIGHT_COPY_MB overrides (0 = always two-pass).
+int64_t weight_copy_bytes() {
+  const char* env = std::getenv("MINDCORE_CPU_WEIGHT_COPY_MB");
+  return (env ? std::atoll(env) : 1024) << 20;
+}
 // Narrowest vocab block of the two-pass scheme: keeps its GEMMs efficient for very large N.
 constexpr int64_t kMinBlockCols = 4096;
 
@@ -361,6 +368,16 @@ PCEOutputs perspective_cross_entropy(const RowKernels& kernels, const at::Tensor
     g = rows_outer(kernels, H, W, B, tgt, scale, lse, tlogit, need);
   } else if (kernels.lowp_rows && kernels.lowp_fast && kernels.lowp_fast(H.scalar_type())) {
     g = rows_outer_lowp(kernels, H, W, B, tgt, scale, lse, tlogit, need);
+  } else if (W.numel() * 4 <= weight_copy_bytes()) {
+    // No fast 16-bit GEMMs, a weight small enough to hold once in fp32: the fp32 one-pass scheme on
+    // converted copies (3 GEMMs, like fp32 inputs), instead of the two-pass one (4 GEMMs + per-block
+    // conversions). Costs the fp32 weight copy (and grad_weight's fp32 accumulator) in memory.
+    const auto gdt = grad_dtype(H.scalar_type());
+    g = rows_outer(kernels, H.to(at::kFloat), W.to(at::kFloat), B.defined() ? B.to(at::kFloat) : B, tgt, scale,
+                   lse, tlogit, need);
+    for (at::Tensor* t : {&g.hidden, &g.weight, &g.bias}) {
+      if (t->defined()) *t = t->to(gdt);
+    }
   } else {
     g = vocab_outer(kernels, H, W, B, tgt, scale, lse, tlogit, need);
   }

@@ -89,7 +89,9 @@ def test_fp32_logits_layouts(layout, n, chunk, monkeypatch):
     # Both fp32 chunk layouts (vocab-major is the CPU default; rows is what CUDA runs), token counts
     # that leave a partial 32-token lane block, a vocab that is not a multiple of the tile, and a
     # -inf bias on the first 40 entries (masked vocabulary: whole tiles that are all -inf).
-    monkeypatch.setenv("MINDCORE_LOGITS_LAYOUT", layout)
+    monkeypatch.setenv("MINDCORE_LOGITS_LAYOUT", "rows" if layout == "copy" else layout)
+    # fp32 GEMMs: the one-pass scheme on an fp32 weight copy, or (budget 0) the two-pass vocab blocks
+    monkeypatch.setenv("MINDCORE_CPU_WEIGHT_COPY_MB", "1024" if layout == "copy" else "0")
     if chunk:
         monkeypatch.setenv("MINDCORE_CHUNK_ELEMS", str(chunk))
     args = list(make_args(n, 19, 5003, 4, bias=True, seed=n))
@@ -101,13 +103,16 @@ def test_fp32_logits_layouts(layout, n, chunk, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("lowp, layout", [("0", "rows"), ("1", "rows"), ("1", "vocab")],
-                         ids=["fp32-gemms", "16bit-gemms-rows", "16bit-gemms-vocab"])
+@pytest.mark.parametrize("lowp, layout", [("0", "rows"), ("0", "copy"), ("1", "rows"), ("1", "vocab")],
+                         ids=["fp32-gemms-two-pass", "fp32-gemms-weight-copy", "16bit-gemms-rows",
+                              "16bit-gemms-vocab"])
 def test_lowp_cpu_paths(dtype, lowp, layout, monkeypatch):
     # Both 16-bit schemes on any CPU (MINDCORE_CPU_LOWP_GEMM forces one; the 16-bit GEMM one in both
     # chunk layouts), several chunks: parity with the reference, and gradients within twice eager's
     # own error in the dtype of the float64 truth.
-    monkeypatch.setenv("MINDCORE_LOGITS_LAYOUT", layout)
+    monkeypatch.setenv("MINDCORE_LOGITS_LAYOUT", "rows" if layout == "copy" else layout)
+    # fp32 GEMMs: the one-pass scheme on an fp32 weight copy, or (budget 0) the two-pass vocab blocks
+    monkeypatch.setenv("MINDCORE_CPU_WEIGHT_COPY_MB", "1024" if layout == "copy" else "0")
     from helpers import assert_close_to_truth
     from mindcore.reference.perspective_cross_entropy import naive_perspective_cross_entropy
     monkeypatch.setenv("MINDCORE_CPU_LOWP_GEMM", lowp)
