@@ -112,15 +112,24 @@ def _mindcore(name):
     return build
 
 
-def _liger(x, device):
+def _liger_loss(device, reduction):
     if device.type != "cuda":
         raise H.Skip("liger-kernel's fused linear CE is Triton on CUDA")
     try:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
     except Exception as exc:
         raise H.Skip(f"liger-kernel not importable ({type(exc).__name__}); see benchmarks/README.md")
-    loss_fn = LigerFusedLinearCrossEntropyLoss(reduction="none", ignore_index=IGNORE)
+    return LigerFusedLinearCrossEntropyLoss(reduction=reduction, ignore_index=IGNORE)
+
+
+def _liger(x, device):
+    loss_fn = _liger_loss(device, "none")
     return lambda h, w: per_path(loss_fn(w, h, x["targets"]), x)
+
+
+def _liger_mean(x, device):
+    loss_fn = _liger_loss(device, "mean")
+    return lambda h, w: (loss_fn(w, h, x["targets"]), None)
 
 
 def _torch_lce(x, device):
@@ -131,17 +140,6 @@ def _torch_lce(x, device):
     opts = torch.nn.LinearCrossEntropyOptions()
     return lambda h, w: per_path(F.linear_cross_entropy(h, w, x["targets"], ignore_index=IGNORE,
                                                         reduction="none", options=opts), x)
-
-
-def _liger_mean(x, device):
-    if device.type != "cuda":
-        raise H.Skip("liger-kernel's fused linear CE is Triton on CUDA")
-    try:
-        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
-    except Exception as exc:
-        raise H.Skip(f"liger-kernel not importable ({type(exc).__name__}); see benchmarks/README.md")
-    loss_fn = LigerFusedLinearCrossEntropyLoss(reduction="mean", ignore_index=IGNORE)
-    return lambda h, w: (loss_fn(w, h, x["targets"]), None)
 
 
 def _cce(x, device):

@@ -43,6 +43,8 @@ import triton.language as tl
 
 from mindcore.reference.perspective_cross_entropy import grad_dtype, token_scale
 
+from ._provider_op import provider_op
+
 # Softmax-chunk scratch per call (the fp32 grad_W accumulator, when needed, comes on top). 896 MiB
 # keeps it (plus ~16 MB of tile stats) under 1 GB at Llama-3-8B (N=16384: 5 chunks of 3328 rows).
 SCRATCH_BYTES = int(os.environ.get("MINDCORE_PCE_SCRATCH_MB", "896")) << 20
@@ -439,25 +441,4 @@ def _launch_here(hidden, weight, bias, targets, path_ids, path_weights, inertia_
     return (loss, path_loss, path_tokens, new_value, new_count) + grads
 
 
-@torch.library.custom_op("mindcore::perspective_cross_entropy_triton", mutates_args=())
-def _op(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], targets: torch.Tensor,
-        path_ids: torch.Tensor, path_weights: torch.Tensor, inertia_value: torch.Tensor,
-        inertia_count: torch.Tensor, path_slots: torch.Tensor, ignore_index: int, momentum: float,
-        output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count,
-                   path_slots, ignore_index, momentum, output_mask)
-
-
-@_op.register_fake
-def _(*args):
-    from mindcore.ops.perspective_cross_entropy import fake_outputs  # lazy: avoids an import cycle
-    return fake_outputs(*args)
-
-
-def perspective_cross_entropy(hidden, weight, bias, targets, path_ids, path_weights,
-                              inertia_value, inertia_count, path_slots,
-                              ignore_index=-100, momentum=0.9, output_mask=(True, True, True)):
-    """Provider entry point (signature of mindcore.reference.perspective_cross_entropy)."""
-    return _op(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count,
-               path_slots, int(ignore_index), float(momentum), [bool(x) for x in output_mask])
+_op, perspective_cross_entropy = provider_op("perspective_cross_entropy_triton", _launch)

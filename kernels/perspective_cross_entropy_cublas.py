@@ -35,6 +35,7 @@ import triton.language as tl
 from mindcore.reference.perspective_cross_entropy import (finish, grad_dtype, path_counts,
                                                           token_scale)
 
+from ._provider_op import provider_op
 from .perspective_cross_entropy import _cast, _interpreting, grad_prescale
 
 # fp32 logits held at once (the chunk). 960 MiB: under 1 GB of extra memory at every target head,
@@ -216,25 +217,4 @@ def _launch_here(hidden, weight, bias, targets, path_ids, path_weights, inertia_
         hidden.new_empty(0) if g is None else g for g in grads)
 
 
-@torch.library.custom_op("mindcore::perspective_cross_entropy_cublas", mutates_args=())
-def _op(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], targets: torch.Tensor,
-        path_ids: torch.Tensor, path_weights: torch.Tensor, inertia_value: torch.Tensor,
-        inertia_count: torch.Tensor, path_slots: torch.Tensor, ignore_index: int, momentum: float,
-        output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                          torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _launch(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count,
-                   path_slots, ignore_index, momentum, output_mask)
-
-
-@_op.register_fake
-def _(*args):
-    from mindcore.ops.perspective_cross_entropy import fake_outputs  # lazy: avoids an import cycle
-    return fake_outputs(*args)
-
-
-def perspective_cross_entropy(hidden, weight, bias, targets, path_ids, path_weights,
-                              inertia_value, inertia_count, path_slots,
-                              ignore_index=-100, momentum=0.9, output_mask=(True, True, True)):
-    """Provider entry point (signature of mindcore.reference.perspective_cross_entropy)."""
-    return _op(hidden, weight, bias, targets, path_ids, path_weights, inertia_value, inertia_count,
-               path_slots, int(ignore_index), float(momentum), [bool(x) for x in output_mask])
+_op, perspective_cross_entropy = provider_op("perspective_cross_entropy_cublas", _launch)
