@@ -5,10 +5,12 @@ Nothing here patches anything at import: call ``patch(model)`` (or use the train
     import mindcore.integrations as mi
     model = mi.patch(AutoModelForCausalLM.from_pretrained(...))   # loss through the fused op, logits=None
 """
+from . import fsdp  # noqa: F401
 from .causal_lm import is_patched, patch, unpatch  # noqa: F401
 from .families import UnsupportedModelError  # noqa: F401
 
-__all__ = ["patch", "unpatch", "is_patched", "UnsupportedModelError", "MindcoreTrainer", "MindcoreSFTTrainer"]
+__all__ = ["patch", "unpatch", "is_patched", "fsdp", "UnsupportedModelError", "MindcoreTrainer",
+           "MindcoreSFTTrainer"]
 
 
 def __getattr__(name):   # the trainer classes import transformers / trl only when asked for
