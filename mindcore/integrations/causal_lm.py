@@ -9,7 +9,9 @@ Loss semantics (stock transformers' ``ForCausalLMLoss``): next-token CE summed o
 divided by ``num_items_in_batch`` when given (HF Trainer's gradient accumulation), else by their count.
 Each sample (batch row, or packed sequence) is one path with weight ``tokens_p / denominator``, so
 ``sum_p w_p * mean_p`` is that same loss and ``path_loss`` is every sample's mean CE for free.
-With ``sample_weights`` (P,) the weights are the user's: ``loss = sum_p sample_weights[p] * mean_p``.
+``sample_weights`` (P,) scale each sample's tokens (all ones = stock; 0 drops a sample):
+``w_p = sample_weights[p] * tokens_p / denominator``; with ``patch(..., sample_reduction="mean")`` they are
+the op's path weights as they are: ``loss = sum_p sample_weights[p] * mean_p`` (MIND's alpha weighting).
 """
 from __future__ import annotations
 
@@ -109,10 +111,9 @@ def _forward(self, input_ids=None, attention_mask=None, position_ids=None, label
     path_ids, num_paths = token_paths(B, T, hidden.device, position_ids if st.packed else None, cu)
     valid = targets != ignore
     tokens = torch.zeros(num_paths, dtype=torch.int64, device=hidden.device).index_add_(0, path_ids, valid.long())
-    if sample_weights is None:
-        denom = valid.sum() if num_items is None else torch.as_tensor(num_items, device=hidden.device)
-        weights = tokens.float() / denom.float().clamp(min=1)
-    else:
+    denom = valid.sum() if num_items is None else torch.as_tensor(num_items, device=hidden.device)
+    weights = tokens.float() / denom.float().clamp(min=1)
+    if sample_weights is not None:
         sw = torch.as_tensor(sample_weights)
         if sw.dim() != 1 or sw.shape[0] != num_paths:
             kind = "packed sequences" if num_paths != B else "batch rows"
@@ -120,7 +121,8 @@ def _forward(self, input_ids=None, attention_mask=None, position_ids=None, label
                   f"pass one weight per sample: ({num_paths},)")
         if not sw.dtype.is_floating_point:
             _fail("sample_weights", f"has dtype {sw.dtype}", "pass floating-point weights")
-        weights = sw.detach().to(device=hidden.device, dtype=torch.float32)
+        sw = sw.detach().to(device=hidden.device, dtype=torch.float32)
+        weights = sw if st.sample_reduction == "mean" else sw * weights
     head = self.get_output_embeddings()
     res = head(hidden.reshape(B * T, d),
                mindcore_loss=_LossArgs(targets, path_ids, weights, ignore, st.scale, st.provider))
@@ -134,8 +136,10 @@ def _forward(self, input_ids=None, attention_mask=None, position_ids=None, label
 
 
 class _State:
-    def __init__(self, forward, head, head_forward, scale, return_logits, packed, ignore_index, provider):
+    def __init__(self, forward, head, head_forward, scale, return_logits, packed, ignore_index, provider,
+                 sample_reduction):
         self.forward, self.head, self.head_forward, self.scale = forward, head, head_forward, scale
+        self.sample_reduction = sample_reduction
         # a forward set on the instance before us (another wrapper) is put back by unpatch
         self.saved = {id(obj): obj.__dict__.get("forward") for obj in (forward.__self__, head)}
         self.return_logits, self.packed, self.ignore_index, self.provider = return_logits, packed, ignore_index, provider
@@ -155,14 +159,17 @@ def _target(model):
     return model
 
 
-def patch(model, *, return_logits: bool = False, packed: bool = True, ignore_index: int = -100,
-          provider: str | None = None):
+def patch(model, *, return_logits: bool = False, packed: bool = True, sample_reduction: str = "token",
+          ignore_index: int = -100, provider: str | None = None):
     """Make ``model``'s loss the fused op's; returns the same object. ``unpatch(model)`` undoes it.
 
     return_logits: also compute logits when labels are given (they cost the memory the patch saves).
     packed: treat ``cu_seq_lens_q`` / restarting ``position_ids`` in a (1, N) batch as packed sequences,
-    one path each. provider: the op's provider (None = best available).
+    one path each. sample_reduction: "token" (sample_weights scale tokens, stock normalisation) or
+    "mean" (loss = sum_p sample_weights[p] * mean CE of sample p). provider: the op's (None = best).
     """
+    if sample_reduction not in ("token", "mean"):
+        raise ValueError(f"mindcore.integrations.patch: sample_reduction={sample_reduction!r}; pass 'token' or 'mean'")
     global _OUT
     m = _target(model)
     name = type(m).__name__
@@ -181,7 +188,8 @@ def patch(model, *, return_logits: bool = False, packed: bool = True, ignore_ind
     scale = logit_multiplier(m)
     if _OUT is None:
         _OUT = _output_class()
-    state = _State(m.forward, head, head.forward, scale, return_logits, packed, ignore_index, provider)
+    state = _State(m.forward, head, head.forward, scale, return_logits, packed, ignore_index, provider,
+                   sample_reduction)
     object.__setattr__(m, _STATE, state)            # not a submodule / parameter: state_dict unchanged
     object.__setattr__(head, _STATE, state)
     m.forward = types.MethodType(_forward, m)

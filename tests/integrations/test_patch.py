@@ -41,12 +41,18 @@ def test_sample_losses_and_weights():
         n = int(attn[b].sum())
         own = model(input_ids=ids[b:b + 1, :n], labels=labels[b:b + 1, :n]).loss
         torch.testing.assert_close(out.sample_losses[b], own, rtol=1e-5, atol=1e-6)
-    mi.patch(model)
     w = torch.tensor([0.5, 0.0, 2.0])
-    out_w = model(input_ids=ids, labels=labels, attention_mask=attn, sample_weights=w)
-    torch.testing.assert_close(out_w.loss, (w * out.sample_losses).sum(), rtol=1e-5, atol=1e-6)
+    n = out.sample_tokens.float()
+    ones = mi.patch(model)(input_ids=ids, labels=labels, attention_mask=attn, sample_weights=torch.ones(3))
+    torch.testing.assert_close(ones.loss, out.loss)                      # all ones: the stock loss
+    out_w = model(input_ids=ids, labels=labels, attention_mask=attn, sample_weights=w, num_items_in_batch=7)
+    torch.testing.assert_close(out_w.loss, (w * n * out.sample_losses).sum() / 7, rtol=1e-5, atol=1e-6)
     out_w.loss.backward()
     assert model.lm_head.weight.grad.abs().sum() > 0
+    mi.unpatch(model)
+    mi.patch(model, sample_reduction="mean")                             # the op's own path weights
+    out_m = model(input_ids=ids, labels=labels, attention_mask=attn, sample_weights=w)
+    torch.testing.assert_close(out_m.loss, (w * out.sample_losses).sum(), rtol=1e-5, atol=1e-6)
 
 
 def _packed(lengths=(4, 6, 3), seed=2):
@@ -114,6 +120,8 @@ def test_return_logits_and_state_dict_unchanged():
 
 
 def test_refusals_and_bad_input():
+    with pytest.raises(ValueError, match="sample_reduction='sum'; pass 'token' or 'mean'"):
+        mi.patch(tiny("llama"), sample_reduction="sum")
     with pytest.raises(mi.UnsupportedModelError, match="final_logit_softcapping=30.0"):
         mi.patch(tiny("gemma2-nocap", final_logit_softcapping=30.0))
     with pytest.raises(mi.UnsupportedModelError, match="no output embeddings"):
