@@ -1,4 +1,4 @@
-"""One rank of the FSDP2 / DDP checks (run by torchrun from test_distributed.py): each rank takes half
+"""One rank of the FSDP2 / DDP checks (run by torchrun from test_fsdp_ddp.py): each rank takes half
 the batch; the loss over the global token count, times the world size (what HF Trainer does with
 average_tokens_across_devices), gives gradients equal to one process on the whole batch."""
 import json
@@ -12,7 +12,24 @@ from hf_tiny import V, tiny
 import mindcore.integrations as mi
 
 
+def vocab_parallel_refused(family):
+    """A head sharded over the vocabulary (tensor parallel), not gathered by FSDP: refused, not wrong."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+    model = mi.patch(tiny(family))
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    model.lm_head.weight = torch.nn.Parameter(distribute_tensor(model.lm_head.weight.detach(), mesh, [Shard(0)]))
+    ids = torch.randint(0, V, (2, 6))
+    try:
+        model(input_ids=ids, labels=ids)
+    except mi.UnsupportedModelError as e:
+        return {"refused": str(e)}
+    return {"refused": None}
+
+
 def check(mode, family):
+    if mode == "tp":
+        return vocab_parallel_refused(family)
     rank, world = dist.get_rank(), dist.get_world_size()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, V, (4, 10), generator=g)
@@ -44,7 +61,7 @@ def check(mode, family):
 
 
 def main(cases, out_path):
-    """cases: comma-separated mode:family (mode = ddp | fsdp-root | fsdp-head)."""
+    """cases: comma-separated mode:family (mode = ddp | fsdp-root | fsdp-head | tp)."""
     dist.init_process_group("gloo")
     results = {case: check(*case.split(":")) for case in cases.split(",")}
     if dist.get_rank() == 0:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_distributed import _free_port
+from test_fsdp_ddp import _free_port
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 

@@ -21,12 +21,13 @@ def _free_port():
 def test_two_ranks_equal_one_process(tmp_path):
     out = tmp_path / "dist.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(HERE / "dist_worker.py"), ",".join(CASES), str(out)]
+           "--master_port", str(_free_port()), str(HERE / "dist_worker.py"), ",".join(CASES + ["tp:llama"]), str(out)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
+    assert "tensor / vocab parallel head" in (res["tp:llama"]["refused"] or "")
     for case in CASES:
         r = res[case]
         assert r["loss"] == pytest.approx(r["ref_loss"], rel=1e-5), case
