@@ -136,12 +136,11 @@ def _forward(self, input_ids=None, attention_mask=None, position_ids=None, label
 
 
 class _State:
-    def __init__(self, forward, head, head_forward, scale, return_logits, packed, ignore_index, provider,
-                 sample_reduction):
-        self.forward, self.head, self.head_forward, self.scale = forward, head, head_forward, scale
+    def __init__(self, model, head, scale, return_logits, packed, ignore_index, provider, sample_reduction):
+        self.forward, self.head, self.head_forward, self.scale = model.forward, head, head.forward, scale
         self.sample_reduction = sample_reduction
-        # a forward set on the instance before us (another wrapper) is put back by unpatch
-        self.saved = {id(obj): obj.__dict__.get("forward") for obj in (forward.__self__, head)}
+        # a forward set on the instance before us (another wrapper, e.g. TRL's) is put back by unpatch
+        self.saved = {id(obj): obj.__dict__.get("forward") for obj in (model, head)}
         self.return_logits, self.packed, self.ignore_index, self.provider = return_logits, packed, ignore_index, provider
 
 
@@ -188,8 +187,7 @@ def patch(model, *, return_logits: bool = False, packed: bool = True, sample_red
     scale = logit_multiplier(m)
     if _OUT is None:
         _OUT = _output_class()
-    state = _State(m.forward, head, head.forward, scale, return_logits, packed, ignore_index, provider,
-                   sample_reduction)
+    state = _State(m, head, scale, return_logits, packed, ignore_index, provider, sample_reduction)
     object.__setattr__(m, _STATE, state)            # not a submodule / parameter: state_dict unchanged
     object.__setattr__(head, _STATE, state)
     m.forward = types.MethodType(_forward, m)
