@@ -434,7 +434,8 @@ class Trainer:
     def load_checkpoint(self, path):
         s = ckpt.load(path)
         if s["config"]["mode"] != self.cfg.mode:
-            raise ValueError(f"checkpoint {path!r} is from mode {s['config']['mode']!r}, this run is {self.cfg.mode!r}")
+            raise ckpt.CheckpointError(f"checkpoint {path!r} is from mode {s['config']['mode']!r}, this run is {self.cfg.mode!r}; "
+                                      f"pass --mode {s['config']['mode']} or a fresh --out")
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
         self.sched.load_state_dict(s["sched"])
@@ -452,14 +453,7 @@ class Trainer:
                 p.grad = None if g is None else g.to(p.device)
         ckpt.set_rng_state(s["rng"])
         if getattr(self, "out_dir", None) and self.dist.is_main:  # drop metric rows written after the save
-            path_m = os.path.join(self.out_dir, METRICS_NAME)
-            rows = []
-            if os.path.exists(path_m):
-                with open(path_m) as f:
-                    rows = [json.loads(line) for line in f if line.strip()][:s["history_len"]]
-                with open(path_m, "w") as f:
-                    f.writelines(json.dumps(r) + "\n" for r in rows)
-            self.history = rows
+            self.history = ckpt.truncate_jsonl(os.path.join(self.out_dir, METRICS_NAME), s["history_len"])
 
     # ---------- evaluation ----------
     def evaluate(self, records, max_n=None):
