@@ -31,6 +31,7 @@ from ..ops import answer_consistency
 from . import checkpoint as ckpt
 from . import distributed as D
 from .config import TrainConfig
+from .guard import StepGuard
 from .ta import TeachingAssistant, mean_pool, meta_loss, select, uniform_weights
 
 CKPT_NAME = "checkpoint.pt"
@@ -284,6 +285,7 @@ class Trainer:
         cfg = self.cfg
         while self.ta is not None and self.ta_warm_done < cfg.ta_warmup_steps:
             idx = self._draw(self.warm_sampler)
+            guard = StepGuard(self)
             m = self._micro(self._batch(idx), idx, student_grad=False)
             self.ta_warm_opt.zero_grad(set_to_none=True)
             m.meta.backward()
@@ -292,6 +294,9 @@ class Trainer:
             ok = D.all_reduce_((~torch.isfinite(m.meta + gn)).float())
             if float(ok) == 0:  # one sync per warm-up step
                 self.ta_warm_opt.step()
+            else:
+                guard.restore(self)
+                warnings.warn(f"TA warm-up step {self.ta_warm_done + 1}: non-finite loss or gradient; skipped")
             self.ta_warm_opt.zero_grad(set_to_none=True)
             self.ta_warm_done += 1
             if self.ta_warm_done % cfg.log_every == 0 or self.ta_warm_done == cfg.ta_warmup_steps:
@@ -300,6 +305,7 @@ class Trainer:
     def _train_step(self):
         cfg = self.cfg
         acc = None
+        guard = StepGuard(self)
         for micro in range(cfg.accum):
             idx = self._draw(self.sampler)
             batch = self._batch(idx)
@@ -320,7 +326,7 @@ class Trainer:
         if ta_end:
             D.average_grads_(list(self.ta.parameters()))
             ta_gn = torch.nn.utils.clip_grad_norm_(self.ta.parameters(), cfg.grad_clip)
-        bad = (~torch.isfinite(acc["scal"].sum() + gnorm + ta_gn)).float().reshape(1)
+        bad = (~torch.isfinite(acc["scal"].sum() + gnorm + ta_gn + guard.ta_grad_sum(self))).float().reshape(1)
         D.all_reduce_(bad)
         D.all_reduce_(acc["scal"])  # global means for the log (the same on every rank)
         acc["scal"] /= self.dist.world
@@ -337,8 +343,6 @@ class Trainer:
         else:
             self.skipped += 1
             warnings.warn(f"step {self.step + 1}: non-finite loss or gradient; step skipped, state unchanged")
-            if self.ta is not None:
-                self.ta_opt.zero_grad(set_to_none=True)  # drop the TA window's contributions too
         self.opt.zero_grad(set_to_none=True)
         if ta_end:
             self.ta_opt.zero_grad(set_to_none=True)
@@ -347,6 +351,8 @@ class Trainer:
             self.sched.step()
         if self.ta is not None:
             self.ta_micro += 1
+        if not ok:  # inertia, the TA gradient window and its counter as before the step
+            guard.restore(self)
         self.step += 1
         k = self.K
         scal, rest = packed[1:6], packed[7:]
