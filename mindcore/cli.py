@@ -113,7 +113,15 @@ def _eval(args):
         raise ConfigError(f"{cfg_path}: {e}") from None
     from .mind.data import PERSPECTIVES
     splits = load_splits(cfg, list(cfg.perspectives or PERSPECTIVES))
-    model, tk = build_student(os.path.join(args.run, "student"), device=args.device or cfg.device)
+    student_dir = os.path.join(args.run, "student")
+    try:
+        model, tk = build_student(student_dir, device=args.device or cfg.device)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # a damaged tokenizer.json / weights file: a file problem, not a crash
+        from .mind.data import DataError
+        raise DataError(student_dir, "<student>", f"cannot be loaded ({type(e).__name__}: {str(e)[:160]}); "
+                        f"re-run `mindcore train` or pass the --out of a finished run") from e
     out = {}
     for split in ("id", "ood"):
         recs = splits[f"{split}_eval"][:args.max_n] if args.max_n else splits[f"{split}_eval"]

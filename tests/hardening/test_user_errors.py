@@ -36,6 +36,17 @@ def _files(tmp, train_lines=None, train_bytes=None):
     return ["train", "--config", str(cfg), "--out", str(tmp / "out"), "--no-eval"]
 
 
+def _bad_student(tmp):
+    """A finished run whose student/tokenizer.json was damaged."""
+    from mindcore.mind.config import TrainConfig
+    cfg = TrainConfig(n_train=8, n_id=2, n_ood=2).to_dict()
+    (tmp / "config.json").write_text(json.dumps(cfg))
+    (tmp / "student").mkdir()
+    (tmp / "student" / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 300}))
+    (tmp / "student" / "tokenizer.json").write_text("{ damaged")
+    return ["eval", "--run", str(tmp)]
+
+
 def _yaml(tmp, text):
     f = tmp / "c.yaml"
     f.write_text(text)
@@ -85,6 +96,7 @@ CASES = [
      ["config.json:", "JSON"]),
     ("eval-bad-field", lambda t: (t.joinpath("config.json").write_text('{"steps": "many"}'), ["eval", "--run", str(t)])[1],
      ["config.json", "'steps'"]),
+    ("eval-bad-student", lambda t: _bad_student(t), ["student", "cannot be loaded"]),
     ("eval-max-n", lambda t: ["eval", "--run", str(t), "--max-n", "-1"], ["--max-n"]),
     ("demo-modes", lambda t: ["demo", "--out", str(t), "--modes", "single,best"], ["--modes", "best"]),
     ("demo-threads", lambda t: ["demo", "--out", str(t), "--threads", "0"], ["--threads"]),
