@@ -98,6 +98,14 @@ def truncate_jsonl(path, n_rows):
     return rows
 
 
+def seed_all(seed):
+    """torch, numpy and python RNGs from one seed: a fresh process must not start from OS entropy, or
+    two runs of one config (or a killed run and its resumes) end with different saved RNG states."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def rng_state():
     """Every RNG the trainer draws from, in types ``weights_only`` accepts (numpy's array as a tensor)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()

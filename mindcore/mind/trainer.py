@@ -171,7 +171,7 @@ class Trainer:
         tk = tokenizer
         if tk is None and cfg.student == "tiny-llama":
             tk = tok.build_tokenizer(tok.training_texts(splits["train"]), vocab_size=cfg.vocab_size)
-        torch.manual_seed(cfg.seed)  # the same initial student in every mode
+        ckpt.seed_all(cfg.seed)  # the same initial student in every mode; python/numpy too, for reproducibility
         model, tk = student.build_student(cfg.student, tokenizer=tk, device=cfg.device)
 
         def batch_fn(records, golden_only=None):
