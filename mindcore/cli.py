@@ -54,6 +54,18 @@ def _device(flag, device):
         raise UsageError(f"{flag} {device!r}: mindcore runs on cpu or cuda; use one of those")
 
 
+def _preflight(tr, cfg):
+    """Every training record through the batcher once before step 1: a row over max_len or an answer
+    that tokenizes differently across paths is a one-line error now, not a crash at step N."""
+    from .mind.data import DataError
+    golden = cfg.golden if cfg.mode == "single" else None
+    for i in range(0, len(tr.records), 256):
+        try:
+            tr.batch_fn(tr.records[i:i + 256], golden)
+        except ValueError as e:
+            raise DataError(cfg.train_file or "built-in data", "<record>", str(e)) from None
+
+
 def _demo(args):
     _out_dir("--out", args.out)
     from .mind.demo import parse_modes, run_demo
@@ -76,6 +88,7 @@ def _train(args):
     if info.enabled and cfg.device.startswith("cuda"):
         cfg.device = f"cuda:{info.local_rank}"
     tr = Trainer.from_config(cfg)
+    _preflight(tr, cfg)
     summary = tr.train(out_dir=cfg.out_dir, resume=args.resume)
     if info.is_main:
         save_student(tr.model, tr.tokenizer, os.path.join(cfg.out_dir, "student"))

@@ -23,7 +23,7 @@ def _rec(**change):
     return json.dumps(r)
 
 
-def _files(tmp, train_lines=None, train_bytes=None):
+def _files(tmp, train_lines=None, train_bytes=None, extra=""):
     good = tmp / "good.jsonl"
     good.write_text(json.dumps(GOOD) + "\n")
     train = tmp / "train.jsonl"
@@ -32,7 +32,7 @@ def _files(tmp, train_lines=None, train_bytes=None):
     else:
         train.write_text("".join(line + "\n" for line in train_lines))
     cfg = tmp / "data.yaml"
-    cfg.write_text(f"train_file: {train}\nid_eval_file: {good}\nood_eval_file: {good}\nsteps: 1\n")
+    cfg.write_text(f"train_file: {train}\nid_eval_file: {good}\nood_eval_file: {good}\nsteps: 1\n{extra}")
     return ["train", "--config", str(cfg), "--out", str(tmp / "out"), "--no-eval"]
 
 
@@ -90,6 +90,8 @@ CASES = [
     ("rec-final-line", lambda t: _files(t, [_rec(p_rationale="One and one.")]), ["train.jsonl:1", "last line"]),
     ("rec-duplicate-id", lambda t: _files(t, [json.dumps(GOOD), json.dumps(GOOD)]), ["train.jsonl:2", "duplicate"]),
     ("rec-empty-file", lambda t: _files(t, []), ["train.jsonl", "no records"]),
+    ("rec-over-max-len", lambda t: _files(t, [json.dumps(GOOD)], extra="max_len: 8\nn_train: 8\n"),
+     ["train.jsonl", "max_len=8"]),
     ("rec-not-object", lambda t: _files(t, ["[1, 2]"]), ["train.jsonl:1", "JSON object"]),
     ("eval-no-run", lambda t: ["eval", "--run", str(t / "nope")], ["--run", "config.json"]),
     ("eval-bad-json", lambda t: (t.joinpath("config.json").write_text('{"mode": "mind",\n'), ["eval", "--run", str(t)])[1],
