@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mindcore import cli
 
@@ -75,7 +76,6 @@ CASES = [
     ("flag-typo", lambda t: ["train", "--config", "demo", "--out", str(t), "--stpes", "3"], ["--stpes"]),
     ("flag-missing", lambda t: ["train", "--out", str(t)], ["--config"]),
     ("no-command", lambda t: [], ["required"]),
-    ("device-cuda", lambda t: ["train", "--config", "demo", "--out", str(t), "--device", "cuda"], ["CUDA"]),
     ("device-junk", lambda t: ["train", "--config", "demo", "--out", str(t), "--device", "banana"], ["banana"]),
     ("out-is-file", lambda t: ["train", "--config", "demo", "--out", str(t / "f")], ["is a file"]),
     ("rec-json", lambda t: _files(t, [json.dumps(GOOD), "{not json"]), ["train.jsonl:2", "malformed JSON"]),
@@ -107,6 +107,10 @@ CASES = [
      ["--model-dir", "not a directory"]),
     ("synth-flag", lambda t: ["synthesize", "--model-dir", str(t)], ["--out"]),
 ]
+
+
+if not torch.cuda.is_available():
+    CASES.append(("device-cuda", lambda t: ["train", "--config", "demo", "--out", str(t), "--device", "cuda"], ["CUDA"]))
 
 
 def _run_inproc(argv, capsys):
