@@ -1,4 +1,8 @@
-"""The `mindcore` command: demo | train | eval | synthesize | info."""
+"""The `mindcore` command: demo | train | eval | synthesize | info.
+
+A user error (bad config, record, flag, path or checkpoint) is one line on stderr naming what is wrong
+and the fix, exit status 2; ``--debug`` (or MINDCORE_DEBUG=1) shows the traceback instead.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +11,63 @@ import os
 import sys
 
 
+class UsageError(ValueError):
+    """A bad flag or path found by the command itself."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (what, and where to look) rather than usage + error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} -h'\n")
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            val = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not val > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        return val
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _out_dir(flag, path):
+    if path and os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{flag} {path!r} is a file; give a directory (it is created if missing)")
+
+
+def _device(flag, device):
+    if device is None:
+        return
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{flag} {device!r} is not a device; use cpu or cuda[:N]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"{flag} {device!r}: no CUDA device is visible here; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"{flag} {device!r}: mindcore runs on cpu or cuda; use one of those")
+
+
+def _preflight(tr, cfg):
+    """Every training record through the batcher once before step 1: a row over max_len or an answer
+    that tokenizes differently across paths is a one-line error now, not a crash at step N."""
+    from .mind.data import DataError
+    golden = cfg.golden if cfg.mode == "single" else None
+    for i in range(0, len(tr.records), 256):
+        try:
+            tr.batch_fn(tr.records[i:i + 256], golden)
+        except ValueError as e:
+            raise DataError(cfg.train_file or "built-in data", "<record>", str(e)) from None
+
+
 def _demo(args):
+    _out_dir("--out", args.out)
     from .mind.demo import parse_modes, run_demo
     run_demo(args.out, modes=parse_modes(args.modes), budget_s=args.budget_s, steps=args.steps,
              threads=args.threads)
@@ -19,13 +79,16 @@ def _train(args):
     from .mind.config import load_config
     from .mind.student import save_student
     from .mind.trainer import Trainer
+    _device("--device", args.device)
     cfg = load_config(args.config, mode=args.mode, steps=args.steps, out_dir=args.out, device=args.device)
     if not cfg.out_dir:
-        raise SystemExit("mindcore train: give --out DIR (or out_dir in the config) for checkpoints and metrics")
+        raise UsageError("give --out DIR (or out_dir in the config) for checkpoints and metrics")
+    _out_dir("--out", cfg.out_dir)
     info = D.init_from_env(cfg.device)
     if info.enabled and cfg.device.startswith("cuda"):
         cfg.device = f"cuda:{info.local_rank}"
     tr = Trainer.from_config(cfg)
+    _preflight(tr, cfg)
     summary = tr.train(out_dir=cfg.out_dir, resume=args.resume)
     if info.is_main:
         save_student(tr.model, tr.tokenizer, os.path.join(cfg.out_dir, "student"))
@@ -43,16 +106,35 @@ def _train(args):
 
 def _eval(args):
     from .mind import evaluate
-    from .mind.config import TrainConfig
+    from .mind.config import ConfigError, TrainConfig
     from .mind.student import build_student
     from .mind.trainer import load_splits
+    _device("--device", args.device)
     cfg_path = os.path.join(args.run, "config.json")
-    if not os.path.exists(cfg_path):
-        raise SystemExit(f"mindcore eval: {cfg_path} does not exist; pass --run DIR of a finished `mindcore train`")
-    cfg = TrainConfig.from_dict(json.load(open(cfg_path)))
+    if not os.path.isfile(cfg_path):
+        raise UsageError(f"--run {args.run!r} holds no config.json; pass the --out DIR of a finished `mindcore train`")
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            raw = json.load(f)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"must hold a JSON object, got {type(raw).__name__}")
+        cfg = TrainConfig.from_dict(raw).validate()
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{cfg_path}:{e.lineno}: not valid JSON ({e.msg}); re-run `mindcore train` "
+                          f"or fix the file") from None
+    except (ConfigError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{cfg_path}: {e}") from None
     from .mind.data import PERSPECTIVES
     splits = load_splits(cfg, list(cfg.perspectives or PERSPECTIVES))
-    model, tk = build_student(os.path.join(args.run, "student"), device=args.device or cfg.device)
+    student_dir = os.path.join(args.run, "student")
+    try:
+        model, tk = build_student(student_dir, device=args.device or cfg.device)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # a damaged tokenizer.json / weights file: a file problem, not a crash
+        from .mind.data import DataError
+        raise DataError(student_dir, "<student>", f"cannot be loaded ({type(e).__name__}: {str(e)[:160]}); "
+                        f"re-run `mindcore train` or pass the --out of a finished run") from e
     out = {}
     for split in ("id", "ood"):
         recs = splits[f"{split}_eval"][:args.max_n] if args.max_n else splits[f"{split}_eval"]
@@ -74,41 +156,66 @@ def _info(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="mindcore", description="MIND multi-perspective CoT distillation engine")
+    p = OneLineParser(prog="mindcore", description="MIND multi-perspective CoT distillation engine")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="train single vs mind on built-in data, evaluate, report (~10 min on 2 CPUs)")
     d.add_argument("--out", required=True, help="output directory (report.json, plots, metrics)")
     d.add_argument("--modes", default="single,mind", help="comma-separated modes (single,uniform,consistency,"
                    "mind,mind-no-inertia,mind-no-synergy)")
-    d.add_argument("--budget-s", type=float, default=540.0, help="total wall-clock budget, split across modes")
-    d.add_argument("--steps", type=int, default=None, help="step budget per mode (default: the demo preset)")
-    d.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores; use 1 on a shared machine)")
+    d.add_argument("--budget-s", type=_positive(float), default=540.0, help="total wall-clock budget, split across modes")
+    d.add_argument("--steps", type=_positive(int), default=None, help="step budget per mode (default: the demo preset)")
+    d.add_argument("--threads", type=_positive(int), default=None, help="torch CPU threads (default: all cores; use 1 on a shared machine)")
     t = sub.add_parser("train", help="train one mode from a YAML config (runs under torchrun too)")
     t.add_argument("--config", required=True)
     t.add_argument("--out", default=None)
     t.add_argument("--mode", default=None)
-    t.add_argument("--steps", type=int, default=None)
+    t.add_argument("--steps", type=_positive(int), default=None)
     t.add_argument("--device", default=None)
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     t.add_argument("--no-eval", action="store_true")
     e = sub.add_parser("eval", help="accuracy of a trained run on its id and ood splits")
     e.add_argument("--run", required=True, help="the --out directory of `mindcore train`")
-    e.add_argument("--max-n", type=int, default=None)
+    e.add_argument("--max-n", type=_positive(int), default=None)
     e.add_argument("--device", default=None)
     sub.add_parser("synthesize", help="teacher records from a local HF model (see `mindcore synthesize -h`)",
                    add_help=False)
-    sub.add_parser("info", help="build and provider report")
+    i = sub.add_parser("info", help="build and provider report")
+    for sp in (d, t, e, i):  # `mindcore train --debug` as well as `mindcore --debug train`
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
+
+
+def _user_errors():
+    import yaml
+    from .mind.checkpoint import CheckpointError
+    from .mind.config import ConfigError
+    from .mind.data import DataError
+    return (UsageError, ConfigError, DataError, CheckpointError, yaml.YAMLError, FileNotFoundError,
+            NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("MINDCORE_DEBUG", "") not in ("", "0")
     if argv and argv[0] == "synthesize":
-        return _synthesize(argv[1:])
-    args = build_parser().parse_args(argv)
-    from .mind.config import ConfigError
+        cmd, run = "synthesize", lambda: _synthesize(argv[1:])
+        debug = debug or "--debug" in argv
+        argv = [a for a in argv if a != "--debug"]
+    else:
+        args = build_parser().parse_args(argv)
+        debug = debug or args.debug
+        cmd, run = args.cmd, lambda: {"demo": _demo, "train": _train, "eval": _eval, "info": _info}[args.cmd](args)
     try:
-        return {"demo": _demo, "train": _train, "eval": _eval, "info": _info}[args.cmd](args)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"mindcore {args.cmd}: error: {exc}", file=sys.stderr)
+        return run()
+    except _user_errors() as exc:
+        if debug:
+            raise
+        msg = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever the message held
+        print(f"mindcore {cmd}: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"mindcore {cmd}: interrupted", file=sys.stderr)
+        return 130

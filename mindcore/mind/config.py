@@ -12,7 +12,51 @@ CONS_MODES = ("consistency", "mind", "mind-no-inertia", "mind-no-synergy")
 
 
 class ConfigError(ValueError):
-    pass
+    """A bad config value; ``field`` names the key so load_config can add the file and line."""
+
+    def __init__(self, message, field=None):
+        super().__init__(message)
+        self.field = field
+
+
+# Upper bounds far above any real run: a value past one is a typo (an extra zero), not a plan.
+_INT_MAX = dict(steps=10**8, questions_per_step=4096, accum=4096, max_len=1 << 17, vocab_size=1 << 22,
+                n_train=10**8, n_id=10**7, n_ood=10**7, ta_hidden=1 << 14, ta_heads=256, ta_score_heads=256,
+                ta_accum_scale=4096, log_every=10**8, ckpt_every=10**8, eval_max_n=10**7,
+                eval_max_new_tokens=1 << 16, eval_batch_size=1 << 16, warmup_steps=10**8, ta_warmup_steps=10**8)
+_FLOAT_MAX = dict(lr=10.0, ta_lr_scale=100.0, ta_warmup_lr_scale=100.0, grad_clip=1e6, weight_decay=10.0,
+                  lam=1e3, tau=1e4, tau_s=1e4, min_lr_ratio=1.0)
+
+
+def _check_types(d):
+    """Each value has its field's type (YAML `lr: 3e-3` is a str in PyYAML: say so, do not crash later)."""
+    import typing
+    hints = typing.get_type_hints(TrainConfig)
+    for name, val in d.items():
+        kind = hints[name]
+        optional = type(None) in typing.get_args(kind)
+        if optional:
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        kind = typing.get_origin(kind) or kind
+        if val is None and optional:
+            continue
+        if kind is float:
+            ok = isinstance(val, (int, float)) and not isinstance(val, bool)
+            want = "a number (write 3e-3 as 0.003: YAML reads 3e-3 as text)"
+        elif kind is int:
+            ok, want = isinstance(val, int) and not isinstance(val, bool), "an integer"
+        elif kind is list:
+            ok = isinstance(val, list) and all(isinstance(v, str) for v in val)
+            want = "a list of names"
+        else:
+            ok, want = isinstance(val, kind) and not (kind is not bool and isinstance(val, bool)), kind.__name__
+        if not ok:
+            raise ConfigError(f"config field '{name}' must be {want}, got {type(val).__name__} {val!r:.60}; "
+                              f"fix the value", field=name)
+        limit = _INT_MAX.get(name) if kind is int else _FLOAT_MAX.get(name) if kind is float else None
+        if limit is not None and (val > limit or val < 0 or (kind is float and val != val)):
+            raise ConfigError(f"config field '{name}'={val!r} is outside [0, {limit:g}]; fix the value",
+                              field=name)
 
 
 @dataclass
@@ -79,7 +123,7 @@ class TrainConfig:
 
     def validate(self, known_perspectives=None):
         def bad(name, problem, fix):
-            raise ConfigError(f"config {name}={getattr(self, name)!r} {problem}; {fix}")
+            raise ConfigError(f"config {name}={getattr(self, name)!r} {problem}; {fix}", field=name)
         if self.mode not in MODES:
             bad("mode", "is unknown", f"choose one of {list(MODES)}")
         if known_perspectives is not None:
@@ -114,9 +158,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d):
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(set(d) - names, key=str)
         if unknown:
-            raise ConfigError(f"config has unknown keys {unknown}; known keys: {sorted(names)}")
+            raise ConfigError(f"config has unknown keys {unknown}; known keys: {sorted(names)}", field=unknown[0])
+        _check_types(d)
         return cls(**d)
 
 
@@ -130,11 +175,35 @@ def load_config(path, **overrides) -> TrainConfig:
     if not os.path.exists(path) and os.path.exists(preset):
         path = preset
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
+        with open(path, "rb") as f:
+            text = f.read(_MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r} does not exist; pass --config demo, --config study (packaged presets) or a YAML file")
+    except IsADirectoryError:
+        raise ConfigError(f"config {path!r} is a directory; pass a YAML file or a preset name (demo, study)")
+    if len(text) > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path!r} is over {_MAX_CONFIG_BYTES} bytes; a config is a few dozen lines")
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e}); fix the syntax") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path!r} must hold a mapping of keys to values")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.from_dict(raw)
+        raise ConfigError(f"config file {path!r} must hold a mapping of keys to values, got {type(raw).__name__}")
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if isinstance(node, yaml.MappingNode) else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    raw.update(given)
+    try:
+        from .data import PERSPECTIVES  # what Trainer.from_config checks against, checked here with the line
+        return TrainConfig.from_dict(raw).validate(PERSPECTIVES)
+    except ConfigError as e:
+        if e.field in given:
+            where = f"flag --{e.field.replace('_', '-')}"
+        else:
+            where = f"{path}:{lines[e.field]}" if e.field in lines else path
+        raise ConfigError(f"{where}: {e}", field=e.field) from None
+
+
+_MAX_CONFIG_BYTES = 1 << 20

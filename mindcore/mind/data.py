@@ -19,6 +19,9 @@ PERSPECTIVES: tuple[str, ...] = ("formal-symbolic", "intuitive", "decomposition"
 FINAL_PREFIX = "Final answer:"
 _RECORD_FIELDS = ("id", "question", "answer", "domain", "perspectives")
 _PATH_FIELDS = ("name", "rationale", "answer")
+# Absurd sizes are input errors, not something to tokenize for minutes: a rationale is a few KB.
+MAX_FIELD_CHARS = 200_000
+MAX_LINE_BYTES = 4_000_000
 
 
 def final_line(answer: str) -> str:
@@ -86,8 +89,16 @@ def _need_str(obj: dict, key: str, where: str, prefix: str = "") -> str:
         raise DataError(where, prefix + key, f"missing; {need}")
     val = obj[key]
     if not isinstance(val, str) or not val.strip():
-        raise DataError(where, prefix + key, f"must be a non-empty string, got {val!r}")
+        raise DataError(where, prefix + key, f"must be a non-empty string, got {_short(val)}")
+    if len(val) > MAX_FIELD_CHARS:
+        raise DataError(where, prefix + key, f"is {len(val):,} characters, over the {MAX_FIELD_CHARS:,} limit; "
+                        "shorten it (a rationale is a few thousand characters)")
     return val
+
+
+def _short(val) -> str:
+    text = repr(val)
+    return f"{type(val).__name__} {text[:60] + '...' if len(text) > 60 else text}"
 
 
 def _validate(obj, known: tuple[str, ...], where: str) -> Record:
@@ -133,11 +144,18 @@ def load_jsonl(path, perspectives: Iterable[str] = PERSPECTIVES) -> list[Record]
     if not _FsPath(fname).is_file():
         raise FileNotFoundError(f"MIND data file not found: {fname}")
     records, ids = [], {}
-    with open(fname, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(fname, "rb") as f:
+        for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+            where = f"{fname}:{lineno}"
+            if len(raw) > MAX_LINE_BYTES:  # never read an unbounded line into memory
+                raise DataError(where, "<line>", f"longer than {MAX_LINE_BYTES:,} bytes; one record a line, "
+                                f"each field under {MAX_FIELD_CHARS:,} characters")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(where, "<line>", f"not UTF-8 (byte {e.start}); save the file as UTF-8") from None
             if not line.strip():
                 continue
-            where = f"{fname}:{lineno}"
             rec = Record.from_json(line, known, where)
             if rec.id in ids:
                 raise DataError(where, "id", f"duplicate id {rec.id!r} (first on line {ids[rec.id]})")

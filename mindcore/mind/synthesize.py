@@ -12,14 +12,13 @@ kept with probability ``easy_keep``; questions with no correct path are dropped 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import sys
 from typing import Callable, Sequence
 
-from .data import FINAL_PREFIX, PERSPECTIVES, Path, Record, final_line
+from .data import FINAL_PREFIX, PERSPECTIVES, DataError, Path, Record, final_line
 from .evaluate import answers_match, extract_answer
 
 STYLE = {
@@ -183,12 +182,14 @@ def _read_questions(path) -> list[dict]:
                 try:
                     out.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+                    raise DataError(f"{path}:{lineno}", "<json>", f"malformed JSON ({e.msg}); "
+                                    "write one JSON object per line") from None
     return out
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="mindcore synthesize", description=__doc__.split("\n")[0])
+    from ..cli import OneLineParser  # a bad flag is one line, as in every mindcore command
+    ap = OneLineParser(prog="mindcore synthesize", description=__doc__.split("\n")[0])
     teacher = ap.add_mutually_exclusive_group(required=True)
     teacher.add_argument("--model-dir", help="local Hugging Face causal LM directory (the teacher, HF generate)")
     teacher.add_argument("--teacher-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
@@ -211,6 +212,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
+    if args.model_dir and not os.path.isdir(args.model_dir):
+        raise FileNotFoundError(f"--model-dir {args.model_dir!r} is not a directory; pass a local Hugging Face "
+                                f"model directory (nothing is downloaded)")
     if args.questions:
         questions = _read_questions(args.questions)
     else:

@@ -31,6 +31,7 @@ from ..ops import answer_consistency
 from . import checkpoint as ckpt
 from . import distributed as D
 from .config import TrainConfig
+from .guard import StepGuard
 from .ta import TeachingAssistant, mean_pool, meta_loss, select, uniform_weights
 
 CKPT_NAME = "checkpoint.pt"
@@ -170,7 +171,7 @@ class Trainer:
         tk = tokenizer
         if tk is None and cfg.student == "tiny-llama":
             tk = tok.build_tokenizer(tok.training_texts(splits["train"]), vocab_size=cfg.vocab_size)
-        torch.manual_seed(cfg.seed)  # the same initial student in every mode
+        ckpt.seed_all(cfg.seed)  # the same initial student in every mode; python/numpy too, for reproducibility
         model, tk = student.build_student(cfg.student, tokenizer=tk, device=cfg.device)
 
         def batch_fn(records, golden_only=None):
@@ -284,6 +285,7 @@ class Trainer:
         cfg = self.cfg
         while self.ta is not None and self.ta_warm_done < cfg.ta_warmup_steps:
             idx = self._draw(self.warm_sampler)
+            guard = StepGuard(self)
             m = self._micro(self._batch(idx), idx, student_grad=False)
             self.ta_warm_opt.zero_grad(set_to_none=True)
             m.meta.backward()
@@ -292,6 +294,9 @@ class Trainer:
             ok = D.all_reduce_((~torch.isfinite(m.meta + gn)).float())
             if float(ok) == 0:  # one sync per warm-up step
                 self.ta_warm_opt.step()
+            else:
+                guard.restore(self)
+                warnings.warn(f"TA warm-up step {self.ta_warm_done + 1}: non-finite loss or gradient; skipped")
             self.ta_warm_opt.zero_grad(set_to_none=True)
             self.ta_warm_done += 1
             if self.ta_warm_done % cfg.log_every == 0 or self.ta_warm_done == cfg.ta_warmup_steps:
@@ -300,6 +305,7 @@ class Trainer:
     def _train_step(self):
         cfg = self.cfg
         acc = None
+        guard = StepGuard(self)
         for micro in range(cfg.accum):
             idx = self._draw(self.sampler)
             batch = self._batch(idx)
@@ -320,7 +326,7 @@ class Trainer:
         if ta_end:
             D.average_grads_(list(self.ta.parameters()))
             ta_gn = torch.nn.utils.clip_grad_norm_(self.ta.parameters(), cfg.grad_clip)
-        bad = (~torch.isfinite(acc["scal"].sum() + gnorm + ta_gn)).float().reshape(1)
+        bad = (~torch.isfinite(acc["scal"].sum() + gnorm + ta_gn + guard.ta_grad_sum(self))).float().reshape(1)
         D.all_reduce_(bad)
         D.all_reduce_(acc["scal"])  # global means for the log (the same on every rank)
         acc["scal"] /= self.dist.world
@@ -337,8 +343,6 @@ class Trainer:
         else:
             self.skipped += 1
             warnings.warn(f"step {self.step + 1}: non-finite loss or gradient; step skipped, state unchanged")
-            if self.ta is not None:
-                self.ta_opt.zero_grad(set_to_none=True)  # drop the TA window's contributions too
         self.opt.zero_grad(set_to_none=True)
         if ta_end:
             self.ta_opt.zero_grad(set_to_none=True)
@@ -347,6 +351,8 @@ class Trainer:
             self.sched.step()
         if self.ta is not None:
             self.ta_micro += 1
+        if not ok:  # inertia, the TA gradient window and its counter as before the step
+            guard.restore(self)
         self.step += 1
         k = self.K
         scal, rest = packed[1:6], packed[7:]
@@ -434,7 +440,8 @@ class Trainer:
     def load_checkpoint(self, path):
         s = ckpt.load(path)
         if s["config"]["mode"] != self.cfg.mode:
-            raise ValueError(f"checkpoint {path!r} is from mode {s['config']['mode']!r}, this run is {self.cfg.mode!r}")
+            raise ckpt.CheckpointError(f"checkpoint {path!r} is from mode {s['config']['mode']!r}, this run is {self.cfg.mode!r}; "
+                                      f"pass --mode {s['config']['mode']} or a fresh --out")
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
         self.sched.load_state_dict(s["sched"])
@@ -452,14 +459,7 @@ class Trainer:
                 p.grad = None if g is None else g.to(p.device)
         ckpt.set_rng_state(s["rng"])
         if getattr(self, "out_dir", None) and self.dist.is_main:  # drop metric rows written after the save
-            path_m = os.path.join(self.out_dir, METRICS_NAME)
-            rows = []
-            if os.path.exists(path_m):
-                with open(path_m) as f:
-                    rows = [json.loads(line) for line in f if line.strip()][:s["history_len"]]
-                with open(path_m, "w") as f:
-                    f.writelines(json.dumps(r) + "\n" for r in rows)
-            self.history = rows
+            self.history = ckpt.truncate_jsonl(os.path.join(self.out_dir, METRICS_NAME), s["history_len"])
 
     # ---------- evaluation ----------
     def evaluate(self, records, max_n=None):
