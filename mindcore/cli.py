@@ -10,7 +10,7 @@ import sys
 def _demo(args):
     from .mind.demo import parse_modes, run_demo
     run_demo(args.out, modes=parse_modes(args.modes), budget_s=args.budget_s, steps=args.steps,
-             threads=args.threads)
+             threads=args.threads, seeds=args.seeds)
     return 0
 
 
@@ -22,6 +22,10 @@ def _train(args):
     cfg = load_config(args.config, mode=args.mode, steps=args.steps, out_dir=args.out, device=args.device)
     if not cfg.out_dir:
         raise SystemExit("mindcore train: give --out DIR (or out_dir in the config) for checkpoints and metrics")
+    if cfg.extra.get("study") and args.mode is None:   # a study preset: every mode, seed and protocol
+        from .mind.study import run_from_config
+        run_from_config(cfg, cfg.out_dir)
+        return 0
     info = D.init_from_env(cfg.device)
     if info.enabled and cfg.device.startswith("cuda"):
         cfg.device = f"cuda:{info.local_rank}"
@@ -76,10 +80,11 @@ def _info(args):
 def build_parser():
     p = argparse.ArgumentParser(prog="mindcore", description="MIND multi-perspective CoT distillation engine")
     sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="train single vs mind on built-in data, evaluate, report (~10 min on 2 CPUs)")
+    d = sub.add_parser("demo", help="compare modes under both protocols on built-in data, seeds, report (<10 min on 2 CPUs)")
     d.add_argument("--out", required=True, help="output directory (report.json, plots, metrics)")
-    d.add_argument("--modes", default="single,mind", help="comma-separated modes (single,uniform,consistency,"
-                   "mind,mind-no-inertia,mind-no-synergy)")
+    d.add_argument("--modes", default=None, help="comma-separated modes (default single,uniform,consistency,mind; "
+                   "also mind-no-inertia, mind-no-synergy)")
+    d.add_argument("--seeds", type=int, default=3, help="at most this many seeds (fewer if the budget runs out)")
     d.add_argument("--budget-s", type=float, default=540.0, help="total wall-clock budget, split across modes")
     d.add_argument("--steps", type=int, default=None, help="step budget per mode (default: the demo preset)")
     d.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores; use 1 on a shared machine)")
