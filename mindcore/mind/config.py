@@ -29,6 +29,7 @@ class TrainConfig:
     n_id: int = 100
     n_ood: int = 100
     data_seed: int = 0
+    ood_variants: Optional[list] = None      # built-in OOD variants (teacher.OOD_CANDIDATES); None = teacher.OOD_VARIANTS
     # student
     student: str = "tiny-llama"              # "tiny-llama", "smollm2-135m" or a local HF dir
     vocab_size: int = 320

@@ -506,4 +506,5 @@ def load_splits(cfg: TrainConfig, perspectives):
         return {"train": data.load_jsonl(cfg.train_file, perspectives),
                 "id_eval": data.load_jsonl(cfg.id_eval_file, perspectives),
                 "ood_eval": data.load_jsonl(cfg.ood_eval_file, perspectives)}
-    return data.builtin_dataset(seed=cfg.data_seed, n_train=cfg.n_train, n_id=cfg.n_id, n_ood=cfg.n_ood)
+    extra = {"ood_variants": cfg.ood_variants} if cfg.ood_variants else {}
+    return data.builtin_dataset(seed=cfg.data_seed, n_train=cfg.n_train, n_id=cfg.n_id, n_ood=cfg.n_ood, **extra)
