@@ -39,7 +39,9 @@ class TrainConfig:
     # protocol (protocols.py): equal_questions = every mode the same questions per step (the paper's);
     # equal_rows = `single` takes K x more questions per micro-batch (one path each).
     protocol: str = "equal_questions"
-    pack: bool = True                        # padding-free rows (packing.py); False = one padded row per path
+    # padding-free rows (packing.py). None = auto: on with flash-attn varlen, off with SDPA, where the
+    # block-diagonal mask is computed densely (measured: no step-time gain on the 2-core CPU)
+    pack: Optional[bool] = None
     pack_len: int = 256                      # tokens per packed row (paths are never split)
     steps: int = 400
     questions_per_step: int = 4
@@ -101,6 +103,8 @@ class TrainConfig:
                 bad("golden", "is not among the perspectives", f"choose one of {persp}")
         if self.protocol not in ("equal_questions", "equal_rows"):
             bad("protocol", "is unknown", "choose equal_questions (the paper's) or equal_rows (compute-matched)")
+        if self.pack not in (None, True, False):
+            bad("pack", "must be true, false or null (auto)", "fix the value")
         if self.ta_target not in TA_TARGETS:
             bad("ta_target", "is unknown", f"choose one of {list(TA_TARGETS)}")
         for name in ("steps", "questions_per_step", "accum", "max_len", "pack_len", "ta_accum_scale", "ta_hidden",

@@ -12,9 +12,10 @@ import torch
 
 from .config import MODES, ConfigError
 
-# The demo preset (mindcore/configs/demo.yaml holds the same values for `mindcore train`).
+# The demo preset (mindcore/configs/demo.yaml holds the same values for `mindcore train`): 500 questions
+# (the paper's scale), 2 epochs under equal_questions, sized so that 5 runs per seed fit the budget.
 # eval_max_new_tokens covers the longest rationale style (~64 tokens) so no mode is cut off early.
-DEMO = dict(student="tiny-llama", n_train=2000, n_id=200, n_ood=200, steps=800, questions_per_step=4,
+DEMO = dict(student="tiny-llama", n_train=500, n_id=200, n_ood=200, steps=500, questions_per_step=2,
             accum=1, lr=3e-3, warmup_steps=20, max_len=112, ta_warmup_steps=20, log_every=50,
             eval_max_n=200, eval_max_new_tokens=72, eval_batch_size=100, seed=0)
 DEMO_MODES = ("single", "uniform", "consistency", "mind")

@@ -212,9 +212,9 @@ class Trainer:
 
     def _view(self, batch):
         """The model-input and loss-side view: packed (padding-free) or the padded rows as they are."""
-        if not self.cfg.pack:
-            return packing.flat_view(batch)
         varlen = getattr(self.model.config, "_attn_implementation", None) == "flash_attention_2"
+        if not (varlen if self.cfg.pack is None else self.cfg.pack):
+            return packing.flat_view(batch)
         return packing.flat_view(packing.pack(batch, self.cfg.pack_len), varlen=varlen)
 
     def _forward(self, fv):
