@@ -11,7 +11,7 @@ BASE = dict(student="tiny-llama", perspectives=PERSP, n_train=12, n_id=4, n_ood=
 
 
 def test_tiny_study_report(tmp_path):
-    rep = run_study(str(tmp_path), BASE, modes=["single", "uniform", "mind"], seeds=2, solo=True,
+    rep = run_study(str(tmp_path), BASE, modes=["single", "uniform", "mind"], seeds=2, solo=True, threads=1,
                     log=lambda m: None)
     assert rep["seeds_run"] == 2 and rep["default_protocol"] == "equal_questions"
     eq, rows = rep["protocols"]["equal_questions"], rep["protocols"]["equal_rows"]
@@ -30,10 +30,14 @@ def test_tiny_study_report(tmp_path):
     assert set(d["solo"]) == set(PERSP) and set(d["mean_alpha_mind"]) == set(PERSP)
     assert json.load(open(tmp_path / "report.json"))["seeds_run"] == 2
     assert (tmp_path / "accuracy.png").exists() and (tmp_path / "alpha_vs_solo.png").exists()
+    from mindcore.mind.study_merge import merge, ood_variants
+    merged = merge(rep, rep)
+    assert set(merged["mean_alpha_mind"]) == set(PERSP) and merged["mind_seeds"] == 2
+    assert set(ood_variants(rep)["mind"]) >= {"id", "held_out_pattern"}
     text = format_table(rep)
     assert "protocol equal_questions (default, the paper's)" in text and "protocol equal_rows" in text
 
 
 def test_budget_limits_seeds(tmp_path):
-    rep = run_study(str(tmp_path), BASE, modes=["single", "mind"], seeds=5, budget_s=1.0, log=lambda m: None)
+    rep = run_study(str(tmp_path), BASE, modes=["single", "mind"], seeds=5, budget_s=1.0, threads=1, log=lambda m: None)
     assert rep["seeds_run"] == 1 and "budget" in rep["seed_stop_reason"]
