@@ -94,7 +94,10 @@ def plot_protocol_accuracy(report, path):
             sds = [block["modes"][n][f"{split}_sd"] or 0.0 for n in names]
             ax.bar(xs, means, width, yerr=sds, capsize=3, label=split)
         ax.set_xticks(range(len(names)), names, rotation=15)
-        ax.set(ylabel="accuracy", ylim=(0, 1), title=f"{proto} ({report['seeds_run']} seeds, mean ± sd)")
+        top = max([block["modes"][n][f"{s}_accuracy"] + (block["modes"][n][f"{s}_sd"] or 0)
+                   for n in names for s in ("id", "ood")] + [0.05])
+        ax.set(ylabel="accuracy", ylim=(0, min(1.0, 1.25 * top)),
+               title=f"{proto} ({report['seeds_run']} seed(s), mean ± sd)")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
