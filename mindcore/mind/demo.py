@@ -32,9 +32,13 @@ def parse_modes(text):
 def run_demo(out_dir, modes=DEMO_MODES, budget_s=540.0, steps=None, threads=None, seeds=3, log=None,
              solo=False, **overrides):
     from .study import run_study
-    # All cores by default (measured on the quiet 2-core box: 2 threads ran a step 1.75x faster than 1);
-    # on a shared machine pass --threads 1: spinning OpenMP threads then cost several x.
-    torch.set_num_threads(threads or (os.cpu_count() or 1))
+    # All cores on a quiet machine (measured on the quiet 2-core box: 2 threads ran a step 1.75x faster
+    # than 1); 1 thread when the load average already fills the cores: spinning OpenMP threads then
+    # cost several x (measured on the shared VM at load 7: a 2-thread step ~20x slower than 1 thread).
+    if threads is None:
+        cores = os.cpu_count() or 1
+        threads = 1 if os.getloadavg()[0] >= cores else cores
+    torch.set_num_threads(threads)
     base = dict(DEMO, **overrides)
     if steps is not None:
         base["steps"] = steps
