@@ -41,3 +41,15 @@ def test_tiny_study_report(tmp_path):
 def test_budget_limits_seeds(tmp_path):
     rep = run_study(str(tmp_path), BASE, modes=["single", "mind"], seeds=5, budget_s=1.0, threads=1, log=lambda m: None)
     assert rep["seeds_run"] == 1 and "budget" in rep["seed_stop_reason"]
+
+
+def test_train_cli_runs_a_study_preset(tmp_path):
+    from mindcore.cli import main
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("student: tiny-llama\nperspectives: [formal-symbolic, intuitive]\nn_train: 8\nn_id: 2\nn_ood: 2\n"
+                   "steps: 1\nquestions_per_step: 2\nmax_len: 112\nwarmup_steps: 1\nta_warmup_steps: 1\nta_hidden: 16\n"
+                   "eval_max_n: 2\neval_max_new_tokens: 2\nextra:\n  study:\n    modes: [single, mind]\n"
+                   "    protocols: [equal_questions]\n    seeds: 1\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    rep = json.load(open(tmp_path / "run" / "report.json"))
+    assert set(rep["modes"]) == {"single", "mind"} and list(rep["protocols"]) == ["equal_questions"]
