@@ -70,7 +70,7 @@ def _demo(args):
     _out_dir("--out", args.out)
     from .mind.demo import parse_modes, run_demo
     run_demo(args.out, modes=parse_modes(args.modes), budget_s=args.budget_s, steps=args.steps,
-             threads=args.threads)
+             threads=args.threads, seeds=args.seeds)
     return 0
 
 
@@ -84,6 +84,10 @@ def _train(args):
     if not cfg.out_dir:
         raise UsageError("give --out DIR (or out_dir in the config) for checkpoints and metrics")
     _out_dir("--out", cfg.out_dir)
+    if cfg.extra.get("study") and args.mode is None:   # a study preset: every mode, seed and protocol
+        from .mind.study import run_from_config
+        run_from_config(cfg, cfg.out_dir)
+        return 0
     info = D.init_from_env(cfg.device)
     if info.enabled and cfg.device.startswith("cuda"):
         cfg.device = f"cuda:{info.local_rank}"
@@ -159,10 +163,11 @@ def build_parser():
     p = OneLineParser(prog="mindcore", description="MIND multi-perspective CoT distillation engine")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="train single vs mind on built-in data, evaluate, report (~10 min on 2 CPUs)")
+    d = sub.add_parser("demo", help="compare modes under both protocols on built-in data, seeds, report (<10 min on 2 CPUs)")
     d.add_argument("--out", required=True, help="output directory (report.json, plots, metrics)")
-    d.add_argument("--modes", default="single,mind", help="comma-separated modes (single,uniform,consistency,"
-                   "mind,mind-no-inertia,mind-no-synergy)")
+    d.add_argument("--modes", default=None, help="comma-separated modes (default single,uniform,consistency,mind; "
+                   "also mind-no-inertia, mind-no-synergy)")
+    d.add_argument("--seeds", type=_positive(int), default=3, help="at most this many seeds (fewer if the budget runs out)")
     d.add_argument("--budget-s", type=_positive(float), default=540.0, help="total wall-clock budget, split across modes")
     d.add_argument("--steps", type=_positive(int), default=None, help="step budget per mode (default: the demo preset)")
     d.add_argument("--threads", type=_positive(int), default=None, help="torch CPU threads (default: all cores; use 1 on a shared machine)")

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+TA_TARGETS = ("ce", "perspective_normalised")   # "ce" is the paper's (MIND.md section 4); the other is an ablation
 MODES = ("single", "uniform", "consistency", "mind", "mind-no-inertia", "mind-no-synergy")
 TA_MODES = ("mind", "mind-no-inertia", "mind-no-synergy")
 CONS_MODES = ("consistency", "mind", "mind-no-inertia", "mind-no-synergy")
@@ -72,12 +73,20 @@ class TrainConfig:
     n_id: int = 100
     n_ood: int = 100
     data_seed: int = 0
+    ood_variants: Optional[list] = None      # built-in OOD variants (teacher.OOD_CANDIDATES); None = teacher.OOD_VARIANTS
     # student
     student: str = "tiny-llama"              # "tiny-llama", "smollm2-135m" or a local HF dir
     vocab_size: int = 320
+    lora_r: int = 0                          # 0 = full fine-tune; > 0 = LoRA adapters of this rank (peft)
     max_len: int = 96
     # optimisation: one step = `accum` micro-batches of `questions_per_step` questions x K paths.
-    # `single` takes K x more questions per micro-batch (one path each): equal supervised rows per step.
+    # protocol (protocols.py): equal_questions = every mode the same questions per step (the paper's);
+    # equal_rows = `single` takes K x more questions per micro-batch (one path each).
+    protocol: str = "equal_questions"
+    # padding-free rows (packing.py). None = auto: on with flash-attn varlen, off with SDPA, where the
+    # block-diagonal mask is computed densely (measured: no step-time gain on the 2-core CPU)
+    pack: Optional[bool] = None
+    pack_len: int = 256                      # tokens per packed row (paths are never split)
     steps: int = 400
     questions_per_step: int = 4
     accum: int = 1
@@ -100,6 +109,7 @@ class TrainConfig:
     ta_accum_scale: int = 4
     ta_warmup_steps: int = 20                # TA-only steps on the current student's losses
     ta_warmup_lr_scale: float = 1.0          # TA lr during warm-up (x student lr)
+    ta_target: str = "ce"                    # TA_TARGETS: what the TA ranks paths by (ablation switch)
     # run
     seed: int = 0
     device: str = "cpu"
@@ -135,7 +145,13 @@ class TrainConfig:
                 bad("perspectives", "repeats a name", "list each perspective once")
             if self.golden not in persp:
                 bad("golden", "is not among the perspectives", f"choose one of {persp}")
-        for name in ("steps", "questions_per_step", "accum", "max_len", "ta_accum_scale", "ta_hidden",
+        if self.protocol not in ("equal_questions", "equal_rows"):
+            bad("protocol", "is unknown", "choose equal_questions (the paper's) or equal_rows (compute-matched)")
+        if self.pack not in (None, True, False):
+            bad("pack", "must be true, false or null (auto)", "fix the value")
+        if self.ta_target not in TA_TARGETS:
+            bad("ta_target", "is unknown", f"choose one of {list(TA_TARGETS)}")
+        for name in ("steps", "questions_per_step", "accum", "max_len", "pack_len", "ta_accum_scale", "ta_hidden",
                      "ta_heads", "ta_score_heads"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 bad(name, "must be a positive int", "fix the value")
@@ -146,6 +162,8 @@ class TrainConfig:
             bad("beta", "must be in [0, 1]", "use e.g. 0.7")
         if not 0.0 <= self.momentum < 1.0:
             bad("momentum", "must be in [0, 1)", "use e.g. 0.9")
+        if not isinstance(self.lora_r, int) or self.lora_r < 0:
+            bad("lora_r", "must be an int >= 0", "use 0 (full fine-tune) or a LoRA rank such as 16")
         if self.lam < 0 or self.warmup_steps < 0 or self.ta_warmup_steps < 0:
             bad("lam", "and warmup steps must be >= 0", "fix the value")
         if self.ta_hidden % self.ta_heads:

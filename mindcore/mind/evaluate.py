@@ -49,7 +49,8 @@ def evaluate(model, tokenizer, records, max_new_tokens: int = 64, batch_size: in
              keep_examples: int = 8) -> dict:
     """Greedy accuracy of ``model`` on ``records`` (prompt = the question, as in training).
 
-    Returns {"accuracy", "n", "correct", "examples": [...], "by_variant": {variant: accuracy}}.
+    Returns {"accuracy", "n", "correct", "outcomes": [bool per record, in order] (for paired
+    comparisons across modes), "examples": [...], "by_variant": {variant: accuracy}}.
     """
     import torch
 
@@ -58,7 +59,7 @@ def evaluate(model, tokenizer, records, max_new_tokens: int = 64, batch_size: in
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training
     model.eval()
-    correct, examples, by_var = 0, [], {}
+    correct, examples, by_var, outcomes = 0, [], {}, []
     try:
         for s in range(0, len(records), batch_size):
             chunk = records[s:s + batch_size]
@@ -79,6 +80,7 @@ def evaluate(model, tokenizer, records, max_new_tokens: int = 64, batch_size: in
                 pred = extract_answer(text)
                 ok = answers_match(pred, r.answer)
                 correct += ok
+                outcomes.append(bool(ok))
                 var = r.extra.get("variant", r.domain)
                 hit, tot = by_var.get(var, (0, 0))
                 by_var[var] = (hit + ok, tot + 1)
@@ -87,5 +89,6 @@ def evaluate(model, tokenizer, records, max_new_tokens: int = 64, batch_size: in
     finally:
         model.train(was_training)
     n = len(records)
-    return {"accuracy": correct / n if n else 0.0, "n": n, "correct": int(correct), "examples": examples,
+    return {"accuracy": correct / n if n else 0.0, "n": n, "correct": int(correct), "outcomes": outcomes,
+            "examples": examples,
             "by_variant": {k: h / t for k, (h, t) in by_var.items()}}

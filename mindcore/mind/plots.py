@@ -78,3 +78,61 @@ def plot_run(rows_by_mode, modes, out_dir):
         if mode != "single":
             paths.append(plot_alpha(rows, os.path.join(out_dir, f"alpha_{mode}.png"), f"mean alpha: {mode}"))
     return [p for p in paths if p]
+
+
+def plot_protocol_accuracy(report, path):
+    """id / ood accuracy per mode, one panel per protocol; bars = mean over seeds, error bars = sd."""
+    plt = _plt()
+    blocks = report["protocols"]
+    fig, axes = plt.subplots(1, len(blocks), figsize=(5.5 * len(blocks), 4), squeeze=False)
+    for ax, (proto, block) in zip(axes[0], blocks.items()):
+        names = list(block["modes"])
+        width = 0.38
+        for i, split in enumerate(("id", "ood")):
+            xs = [j + (i - 0.5) * width for j in range(len(names))]
+            means = [block["modes"][n][f"{split}_accuracy"] for n in names]
+            sds = [block["modes"][n][f"{split}_sd"] or 0.0 for n in names]
+            ax.bar(xs, means, width, yerr=sds, capsize=3, label=split)
+        ax.set_xticks(range(len(names)), names, rotation=15)
+        top = max([block["modes"][n][f"{s}_accuracy"] + (block["modes"][n][f"{s}_sd"] or 0)
+                   for n in names for s in ("id", "ood")] + [0.05])
+        ax.set(ylabel="accuracy", ylim=(0, min(1.0, 1.25 * top)),
+               title=f"{proto} ({report['seeds_run']} seed(s), mean ± sd)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_alpha_vs_solo(report, path, mode="mind"):
+    """The TA's mean alpha per perspective (over training and seeds) against each perspective's solo accuracy."""
+    d = report.get("ta_diagnosis") or {}
+    alpha = d.get(f"mean_alpha_{mode}")
+    if not alpha or not d.get("solo"):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, s in d["solo"].items():
+        ax.scatter(s["id_accuracy"], alpha[name])
+        ax.annotate(name, (s["id_accuracy"], alpha[name]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(1 / len(alpha), ls="--", lw=0.8, color="grey")
+    rho = d.get(f"spearman_alpha_vs_solo_{mode}")
+    ax.set(xlabel="solo student id accuracy (one perspective alone)", ylabel=f"mean alpha ({mode})",
+           title="TA weight vs what each perspective teaches" + (f" (Spearman {rho:+.2f})" if rho is not None else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_study(report, histories, out_dir):
+    """Every figure of a study: accuracy per protocol, loss curves, alpha over training, alpha vs solo."""
+    paths = [plot_protocol_accuracy(report, os.path.join(out_dir, "accuracy.png")),
+             plot_losses({k: v for k, v in histories.items() if not k.startswith("solo:")},
+                         os.path.join(out_dir, "loss.png")),
+             plot_alpha_vs_solo(report, os.path.join(out_dir, "alpha_vs_solo.png"))]
+    for key, rows in histories.items():
+        if key.startswith("mind"):
+            paths.append(plot_alpha(rows, os.path.join(out_dir, f"alpha_{key}.png"), f"mean alpha: {key}"))
+    return [p for p in paths if p]

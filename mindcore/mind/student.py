@@ -101,6 +101,26 @@ def build_student(spec: str, tokenizer=None, device="cpu", dtype=None):
     return model, tokenizer
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def add_lora(model, r: int, alpha: float | None = None, dropout: float = 0.0):
+    """LoRA adapters (peft) on every attention and MLP projection, in place; only they train.
+
+    In place (inject_adapter_in_model) keeps the model's own class, so the trainer's fused LM-head
+    loss reads the same ``lm_head.weight`` (frozen here) as in a full fine-tune.
+    """
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise ImportError("lora_r > 0 needs the PyPI package peft: pip install peft") from None
+    cfg = LoraConfig(r=r, lora_alpha=alpha or 2 * r, lora_dropout=dropout, target_modules=list(LORA_TARGETS))
+    model = inject_adapter_in_model(cfg, model)
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name)
+    return model
+
+
 def save_student(model, tokenizer, out_dir) -> None:
     """A directory build_student(out_dir) loads back (weights, config, tokenizer)."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)

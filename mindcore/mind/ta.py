@@ -79,3 +79,17 @@ def uniform_weights(valid):
     """Equal weights over a question's valid paths (modes `uniform` and `consistency`)."""
     v = valid.float()
     return v / v.sum(-1, keepdim=True).clamp(min=1.0)
+
+
+def perspective_normalised(target, inertia, K: int):
+    """Ablation target (``ta_target=perspective_normalised``): each path's loss divided by its
+    perspective's mean smoothed loss over the questions seen so far, times the overall mean.
+
+    A style whose template words are easy has a low CE on every question; this removes that per-style
+    offset so the TA ranks paths by how hard they are for the student relative to their style, in CE units.
+    """
+    v = inertia.value.view(-1, K)
+    seen = (inertia.count.view(-1, K) > 0).float()
+    per = (v * seen).sum(0) / seen.sum(0).clamp(min=1.0)
+    overall = (v * seen).sum() / seen.sum().clamp(min=1.0)
+    return target * (overall / per.clamp(min=1e-6))[None]

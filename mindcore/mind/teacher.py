@@ -27,6 +27,8 @@ DOMAIN = "chain_sum"
 HELD_OUT_PATTERNS = (("-", "-", "-"), ("+", "-", "+"))
 NEW_WORDING = "Compute the following arithmetic problem: {expr} ="   # partly reachable: see the docstring
 OOD_VARIANTS = ("held_out_pattern", "new_wording")
+# Every variant builtin_questions can make; the choice of OOD_VARIANTS is measured (README demo section).
+OOD_CANDIDATES = ("held_out_pattern", "new_wording", "five_terms", "two_digit_start", "basic_arithmetic")
 
 
 # ---------------------------------------------------------------- the eight solution styles
@@ -166,6 +168,33 @@ def _rg_stream(seed: int, min_terms: int, max_terms: int, size: int = 1_000_000)
                "expression": item["metadata"]["expression"], "num_terms": item["metadata"]["num_terms"]}
 
 
+def _two_digit_stream(seed: int, rng: random.Random) -> Iterator[dict]:
+    for q in _rg_stream(seed, 2, 4):
+        nums, ops = parse_expression(q["expression"])
+        nums[0] += 10
+        expr = " ".join([str(nums[0])] + [t for op, b in zip(ops, nums[1:]) for t in (op, str(b))])
+        total = _totals(nums, ops, 0)[-1]
+        yield dict(q, question=q["question"].replace(q["expression"], expr), expression=expr, answer=str(total))
+
+
+def _basic_arithmetic_stream(seed: int, size: int = 100_000) -> Iterator[dict]:
+    from reasoning_gym.arithmetic.basic_arithmetic import BasicArithmeticDataset, BasicArithmeticDatasetConfig
+    ds = BasicArithmeticDataset(BasicArithmeticDatasetConfig(
+        min_terms=2, max_terms=4, min_digits=1, max_digits=1, operators=("+", "-"), allow_parentheses=False,
+        allow_negation=False, seed=seed, size=size))
+    for i in range(size):
+        item = ds[i]
+        expr = item["metadata"]["expression"]
+        try:
+            nums, _ = parse_expression(expr)
+        except ValueError:
+            continue
+        if max(nums) > 9:   # its 1-digit range reaches 10; keep the training range
+            continue
+        yield {"question": item["question"], "answer": item["answer"], "expression": expr,
+               "num_terms": item["metadata"]["num_terms"]}
+
+
 def _pattern(expr: str) -> tuple[str, ...]:
     return tuple(parse_expression(expr)[1])
 
@@ -210,8 +239,12 @@ def builtin_questions(seed: int = 0, n_train: int = 480, n_id: int = 200, n_ood:
             qs = [dict(q, question=NEW_WORDING.format(expr=q["expression"])) for q in qs]
         elif var == "five_terms":
             qs = _take(_rg_stream(base + 600_000, 5, 5), n, lambda q: True, seen)
+        elif var == "two_digit_start":   # harder: the chain starts at 10-19 (seen in training only as totals)
+            qs = _take(_two_digit_stream(base + 800_000, rng), n, _id_accept(rng, easy_keep), seen)
+        elif var == "basic_arithmetic":  # another reasoning-gym family: same operations, its own wording
+            qs = _take(_basic_arithmetic_stream(base + 1_000_000), n, _id_accept(rng, easy_keep), seen)
         else:
-            raise ValueError(f"unknown OOD variant {var!r}; choose from held_out_pattern, new_wording, five_terms")
+            raise ValueError(f"unknown OOD variant {var!r}; choose from {', '.join(OOD_CANDIDATES)}")
         ood += [dict(q, variant=var) for q in qs]
     splits = {"train": train, "id_eval": id_eval, "ood_eval": ood}
     for name, qs in splits.items():

@@ -2,8 +2,8 @@
 schedule and step budget; only the path weights and the extra terms differ.
 
 Modes (config.MODES):
-  single            one golden path per question. To keep supervised rows per step equal, a micro-batch
-                    takes K x more questions (questions_per_step * K), one row each.
+  single            one golden path per question. Under protocol equal_questions (default) it draws the
+                    same questions as every mode; under equal_rows K x more, one row each (protocols.py).
   uniform           all K paths of questions_per_step questions, equal weights.
   consistency       uniform + lambda * L_cons (MCC-KD style).
   mind              TA scores -> selection (beta) -> alpha; L_SFT(alpha) + lambda * L_cons(alpha);
@@ -30,9 +30,10 @@ from .. import InertiaState, perspective_cross_entropy
 from ..ops import answer_consistency
 from . import checkpoint as ckpt
 from . import distributed as D
+from . import packing, protocols
 from .config import TrainConfig
 from .guard import StepGuard
-from .ta import TeachingAssistant, mean_pool, meta_loss, select, uniform_weights
+from .ta import TeachingAssistant, meta_loss, perspective_normalised, select, uniform_weights
 
 CKPT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -135,7 +136,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.core = torch.nn.parallel.DistributedDataParallel(self.core, device_ids=ids)
         self.autocast = cfg.bf16 and self.device.type == "cuda"
-        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        trainable = [p for p in model.parameters() if p.requires_grad]   # LoRA: the adapters only
+        self.opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
         self.inertia = InertiaState(len(train_records) * self.K, cfg.momentum, device=self.device)
         self.ta = self.ta_opt = self.ta_warm_opt = None
@@ -150,6 +152,7 @@ class Trainer:
         self.warm_sampler = QuestionSampler(len(train_records), cfg.seed + 7919)
         self.step = self.ta_warm_done = self.ta_micro = 0
         self.tokens_seen = 0
+        self.questions_seen = 0  # questions drawn by training steps, all ranks (the protocols' accounting)
         self.skipped = 0
         self.history = []       # metric rows of this process (also written to metrics.jsonl)
         self.wall_s = 0.0       # training wall time, summed over resumed segments
@@ -173,6 +176,8 @@ class Trainer:
             tk = tok.build_tokenizer(tok.training_texts(splits["train"]), vocab_size=cfg.vocab_size)
         ckpt.seed_all(cfg.seed)  # the same initial student in every mode; python/numpy too, for reproducibility
         model, tk = student.build_student(cfg.student, tokenizer=tk, device=cfg.device)
+        if cfg.lora_r:
+            model = student.add_lora(model, cfg.lora_r)
 
         def batch_fn(records, golden_only=None):
             return batching.make_batch(records, tk, persp, cfg.max_len, golden_only=golden_only)
@@ -186,11 +191,10 @@ class Trainer:
 
     # ---------- one micro-batch ----------
     def _rows_per_question(self):
-        return 1 if self.cfg.mode == "single" else self.K
+        return protocols.rows_per_question(self.cfg.mode, self.K)
 
     def _local_questions(self):
-        q = self.cfg.questions_per_step
-        return q * self.K if self.cfg.mode == "single" else q
+        return protocols.questions_per_micro(self.cfg.mode, self.cfg.protocol, self.cfg.questions_per_step, self.K)
 
     def _draw(self, sampler):
         """This rank's slice of the global batch (same global order as one process with world x B)."""
@@ -207,11 +211,19 @@ class Trainer:
                                f"x {kq} paths; rows must be question-major (row r = question r // K)")
         return batch
 
-    def _forward(self, batch):
+    def _view(self, batch):
+        """The model-input and loss-side view: packed (padding-free) or the padded rows as they are."""
+        varlen = getattr(self.model.config, "_attn_implementation", None) == "flash_attention_2"
+        if not (varlen if self.cfg.pack is None else self.cfg.pack):
+            return packing.flat_view(batch)
+        return packing.flat_view(packing.pack(batch, self.cfg.pack_len), varlen=varlen)
+
+    def _forward(self, fv):
         dev = self.device
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        mask = None if fv.attention_mask is None else fv.attention_mask.to(dev)
         with ctx:
-            return self.core(batch.input_ids.to(dev), batch.attention_mask.to(dev), batch.position_ids.to(dev))
+            return self.core(fv.input_ids.to(dev), mask, fv.position_ids.to(dev))
 
     def _head(self):
         head = self.model.get_output_embeddings()
@@ -221,9 +233,10 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         b, kq = len(idx), self._rows_per_question()
         r = b * kq
+        fv = self._view(batch)
         with (contextlib.nullcontext() if student_grad else torch.no_grad()):
-            hidden = self._forward(batch)
-        seq = hidden.shape[1]
+            hidden = self._forward(fv)
+        hidden = hidden.reshape(-1, hidden.shape[-1])   # (N, d) tokens of every row, either layout
         weight, bias = self._head()
         dt = torch.bfloat16 if self.autocast else weight.dtype
         w = weight.to(dt) if student_grad else weight.detach().to(dt)
@@ -231,41 +244,45 @@ class Trainer:
         persp = (torch.full((r,), self.golden_index, device=dev) if kq == 1
                  else torch.arange(self.K, device=dev).repeat(b))
         slots = idx.to(dev).repeat_interleave(kq) * self.K + persp
-        labels = batch.labels.to(dev)
-        valid = (labels != -100).any(1)
+        labels = fv.labels.to(dev)
+        valid = (batch.labels != -100).any(1).to(dev)
         if getattr(batch, "path_mask", None) is not None:  # placeholder rows of missing perspectives
             valid = valid & batch.path_mask.to(dev)
         valid = valid.view(b, kq)
-        feats = mean_pool(hidden, batch.attention_mask.to(dev)).view(b, kq, -1) if self.ta is not None else None
+        path_ids = fv.token_path.to(dev)
+        feats = None
+        if self.ta is not None:
+            feats = packing.pool_paths(hidden, path_ids, fv.token_real.to(dev), r).view(b, kq, -1)
         scores = self.ta(feats, valid) if self.ta is not None else None
         if self.ta is not None:
             alpha, kept = select(scores, valid, cfg.beta, cfg.tau_s)
         else:
             alpha, kept = uniform_weights(valid), valid
-        path_ids = torch.arange(r, device=dev).repeat_interleave(seq)
         common = dict(bias=bb, provider=cfg.provider)
         if self.dist.enabled:  # per-slot sums are all-reduced before the inertia update
-            out = perspective_cross_entropy(hidden.reshape(r * seq, -1).to(dt), w, labels.reshape(-1), path_ids,
+            out = perspective_cross_entropy(hidden.to(dt), w, labels, path_ids,
                                             alpha.reshape(r) / b, **common)
             slot_loss, slot_tok = D.slot_observation(out.path_loss, out.path_tokens, slots, self.inertia.num_slots)
             self.inertia.update(slot_loss, slot_tok, torch.arange(self.inertia.num_slots, device=dev))
         else:
-            out = perspective_cross_entropy(hidden.reshape(r * seq, -1).to(dt), w, labels.reshape(-1), path_ids,
+            out = perspective_cross_entropy(hidden.to(dt), w, labels, path_ids,
                                             alpha.reshape(r) / b, inertia=self.inertia, path_slots=slots, **common)
         path_loss = out.path_loss.view(b, kq)
         zero = hidden.new_zeros((), dtype=torch.float32)
         cons = zero
         if cfg.uses_cons and student_grad and kq > 1 and cfg.lam > 0:
-            pos = batch.answer_pos.to(dev)
-            h_ans = hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1]))
+            pos = fv.answer_flat.to(dev)
+            h_ans = hidden[pos]   # (r, A, d): the answer-span rows of every path
             logits = h_ans.float() @ weight.float().t()  # answer rows only, never the full logits
             if bias is not None:
                 logits = logits + bias.float()
             a = pos.shape[1]
-            cons = answer_consistency(logits.view(b, kq, a, -1), batch.answer_mask.to(dev).view(b, kq, a), alpha)
+            cons = answer_consistency(logits.view(b, kq, a, -1), fv.answer_mask.to(dev).view(b, kq, a), alpha)
         meta = zero
         if self.ta is not None:
             target = path_loss if cfg.mode == "mind-no-inertia" else self.inertia.value[slots].view(b, kq)
+            if cfg.ta_target == "perspective_normalised":  # ablation, never the default
+                target = perspective_normalised(target, self.inertia, self.K)
             meta = meta_loss(scores, target, valid, cfg.tau)
         full_alpha = torch.zeros(b, self.K, device=dev)
         full_pl = torch.zeros(b, self.K, device=dev)
@@ -358,6 +375,7 @@ class Trainer:
         scal, rest = packed[1:6], packed[7:]
         tokens = int(round(scal[4] * self.dist.world))
         self.tokens_seen += tokens
+        self.questions_seen += int(acc["nq"]) * self.dist.world
         row = {"phase": "train", "step": self.step, "mode": cfg.mode, "loss": scal[0], "sft": scal[1],
                "cons": scal[2], "meta": scal[3], "grad_norm": packed[6], "lr": self.sched.get_last_lr()[0],
                "tokens": tokens, "skipped": not ok,
@@ -422,7 +440,7 @@ class Trainer:
     # ---------- checkpoint / resume ----------
     def state_dict(self):
         s = {"config": self.cfg.to_dict(), "step": self.step, "ta_warm_done": self.ta_warm_done,
-             "ta_micro": self.ta_micro, "tokens_seen": self.tokens_seen, "skipped": self.skipped,
+             "ta_micro": self.ta_micro, "tokens_seen": self.tokens_seen, "questions_seen": self.questions_seen, "skipped": self.skipped,
              "wall_s": self.wall_s, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
              "sched": self.sched.state_dict(), "inertia": self.inertia.state_dict(),
              "sampler": self.sampler.state_dict(), "warm_sampler": self.warm_sampler.state_dict(),
@@ -451,6 +469,7 @@ class Trainer:
         self.warm_sampler.load_state_dict(s["warm_sampler"])
         for k in ("step", "ta_warm_done", "ta_micro", "tokens_seen", "skipped", "wall_s"):
             setattr(self, k, s[k])
+        self.questions_seen = s.get("questions_seen", 0)
         if self.ta is not None:
             self.ta.load_state_dict(s["ta"])
             self.ta_opt.load_state_dict(s["ta_opt"])
@@ -487,4 +506,5 @@ def load_splits(cfg: TrainConfig, perspectives):
         return {"train": data.load_jsonl(cfg.train_file, perspectives),
                 "id_eval": data.load_jsonl(cfg.id_eval_file, perspectives),
                 "ood_eval": data.load_jsonl(cfg.ood_eval_file, perspectives)}
-    return data.builtin_dataset(seed=cfg.data_seed, n_train=cfg.n_train, n_id=cfg.n_id, n_ood=cfg.n_ood)
+    extra = {"ood_variants": cfg.ood_variants} if cfg.ood_variants else {}
+    return data.builtin_dataset(seed=cfg.data_seed, n_train=cfg.n_train, n_id=cfg.n_id, n_ood=cfg.n_ood, **extra)

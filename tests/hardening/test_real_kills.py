@@ -115,7 +115,6 @@ def test_sigkill_resume_is_bitwise_identical(tmp_path):
         path = run / "checkpoint.pt"
         if path.exists():                               # every kill leaves a loadable checkpoint
             stats["steps_at_kill"].append(ckpt.load(path)["step"])
-    t1 = time.monotonic()
     p = subprocess.run(_cmd(cfg, run, "--resume"), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
     assert not _tmp_files(run)                          # later saves cleaned the kills' temp files

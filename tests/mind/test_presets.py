@@ -11,8 +11,14 @@ def test_demo_preset_matches_the_demo():
         assert getattr(cfg, key) == value, key
 
 
-def test_study_preset_loads_and_is_longer():
-    assert load_config("study").steps > load_config("demo").steps
+def test_study_presets_load_and_name_a_study():
+    full, lora, tiny = load_config("study"), load_config("study-lora"), load_config("study-tiny")
+    assert full.student == lora.student == "smollm2-135m" and full.lora_r == 0 and lora.lora_r > 0
+    assert tiny.student == "tiny-llama"
+    for cfg in (full, lora, tiny):
+        spec = cfg.extra["study"]
+        assert spec["seeds"] >= 3 and set(spec["protocols"]) == {"equal_questions", "equal_rows"}
+        assert {"single", "uniform", "consistency", "mind"} <= set(spec["modes"]) and spec["solo"]
 
 
 def test_missing_config_is_a_clear_error(tmp_path):
