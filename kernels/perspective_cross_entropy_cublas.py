@@ -187,12 +187,15 @@ def _launch_here(hidden, weight, bias, targets, path_ids, path_weights, inertia_
         if not grad:
             continue
         if need_h:
-            if dt == torch.float16:
-                _gemm_f32(G, weight, g_h[s:s + r]).mul_(inv_gscale)
-            elif lowp and not fast16:
-                g_h[s:s + r] = G.float() @ w_logits
+            out = g_h[s:s + r]
+            if lowp and not fast16:  # fallback: fp32 GEMM on the weight converted once per call
+                out.copy_(G.float() @ w_logits)
+            elif dt == torch.float16:
+                torch.mm(G, weight, out_dtype=torch.float32, out=out)
             else:
-                torch.mm(G, weight, out=g_h[s:s + r])
+                torch.mm(G, weight, out=out)
+            if dt == torch.float16:
+                out.mul_(inv_gscale)
         if need_w:
             if direct_w and (fast16 or not lowp):
                 torch.mm(G.t(), hc, out=g_w)
