@@ -211,11 +211,12 @@ def _head_case(head, n):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("head, provider", [("qwen2.5", "cpu"), ("qwen2.5", "cpu-16bit-gemms"), ("qwen2.5", "cublas"),
-                                            ("llama3", "cpu")])
+# The Llama-3 head (HEADS) is left out of the CI run: float64 truth and eager bf16 (emulated GEMMs on
+# AVX2 CPUs) at that size would take much of CI's time; it is one parameter away for a manual run.
+@pytest.mark.parametrize("head, provider", [("qwen2.5", "cpu"), ("qwen2.5", "cpu-16bit-gemms"), ("qwen2.5", "cublas")])
 def test_bf16_grad_weight_at_real_heads(head, provider, monkeypatch):
-    """The real Qwen2.5 / Llama-3 heads, 4 token chunks: bf16 gradients within twice eager bf16's own
-    error of the float64 truth (peak ~15 GB at Llama-3: float64 weight and gradient)."""
+    """A real head (Qwen2.5), 4 token chunks: bf16 gradients within twice eager bf16's own error of the
+    float64 truth."""
     n = 128
     v = HEADS[head][1]
     name = "cublas" if provider == "cublas" else "cpu"
