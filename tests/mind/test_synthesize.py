@@ -5,12 +5,11 @@ import pytest
 
 pytest.importorskip("transformers")
 pytest.importorskip("reasoning_gym")
-import torch
 
 from mindcore.mind.data import FINAL_PREFIX, final_line, load_jsonl
 from mindcore.mind.synthesize import STYLE, canonical_rationale, hf_generate_fn, main, synthesize
 from mindcore.mind.teacher import builtin_questions
-from mindcore.mind.tokenizer import build_tokenizer
+from tiny_setup import save_tiny_teacher
 
 PERSP = ["intuitive", "socratic", "analogy"]
 
@@ -83,16 +82,7 @@ def test_bad_inputs(questions, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_teacher_dir(tmp_path_factory, questions):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    tok = build_tokenizer([q["question"] for q in questions] * 4 + list(STYLE.values()), vocab_size=300)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    d = tmp_path_factory.mktemp("teacher")
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return save_tiny_teacher(tmp_path_factory.mktemp("teacher"), questions)
 
 
 def test_hf_generation_is_batched_with_left_padding(tiny_teacher_dir, questions):

@@ -14,13 +14,12 @@ import pytest
 
 pytest.importorskip("transformers")
 pytest.importorskip("reasoning_gym")
-import torch  # noqa: E402
 
 from mindcore.mind.data import FINAL_PREFIX, load_jsonl  # noqa: E402
 from mindcore.mind.synthesize import STYLE, hf_generate_fn, main, progress_path, synthesize  # noqa: E402
 from mindcore.mind.teacher import builtin_questions  # noqa: E402
 from mindcore.mind.teachers_remote import TeacherError, openai_generate_fn  # noqa: E402
-from mindcore.mind.tokenizer import build_tokenizer  # noqa: E402
+from tiny_setup import save_tiny_teacher  # noqa: E402
 
 HERE = Path(__file__).parent
 PERSP = "intuitive,socratic"
@@ -33,16 +32,7 @@ def questions():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, questions):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    tok = build_tokenizer([q["question"] for q in questions] * 4 + list(STYLE.values()), vocab_size=300)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    d = tmp_path_factory.mktemp("teacher")
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return save_tiny_teacher(tmp_path_factory.mktemp("teacher"), questions)
 
 
 def _start_server(model_dir, delay_s=0.0):

@@ -44,3 +44,19 @@ def make_trainer(**overrides) -> Trainer:
     def evaluate_fn(m, t, recs):
         return evaluate.evaluate(m, t, recs, max_new_tokens=cfg.eval_max_new_tokens, batch_size=8)
     return Trainer(cfg, model, tk, d["train"], data.PERSPECTIVES, batch_fn, evaluate_fn, log=lambda m: None)
+
+
+def save_tiny_teacher(d, questions):
+    """A 1-layer hidden-32 Llama teacher with a tokenizer over ``questions`` and the style words, saved
+    to ``d`` (a real local model directory for the synthesize tests); returns ``d``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mindcore.mind.synthesize import STYLE
+    tok = tokenizer.build_tokenizer([q["question"] for q in questions] * 4 + list(STYLE.values()), vocab_size=300)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
