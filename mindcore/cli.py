@@ -80,7 +80,8 @@ def _train(args):
     from .mind.student import save_student
     from .mind.trainer import Trainer
     _device("--device", args.device)
-    cfg = load_config(args.config, mode=args.mode, steps=args.steps, out_dir=args.out, device=args.device)
+    cfg = load_config(args.config, mode=args.mode, steps=args.steps, out_dir=args.out, device=args.device,
+                      fsdp=args.fsdp)
     if not cfg.out_dir:
         raise UsageError("give --out DIR (or out_dir in the config) for checkpoints and metrics")
     _out_dir("--out", cfg.out_dir)
@@ -94,14 +95,15 @@ def _train(args):
     tr = Trainer.from_config(cfg)
     _preflight(tr, cfg)
     summary = tr.train(out_dir=cfg.out_dir, resume=args.resume)
+    student = tr.export_model()   # every rank: under FSDP this gathers the shards to rank 0
+    result = dict(summary)
+    if not args.no_eval:          # every rank calls; rank 0 evaluates
+        for split in ("id", "ood"):
+            result[f"{split}_accuracy"] = tr.evaluate(tr.eval_splits[split])["accuracy"]
     if info.is_main:
-        save_student(tr.model, tr.tokenizer, os.path.join(cfg.out_dir, "student"))
+        save_student(student, tr.tokenizer, os.path.join(cfg.out_dir, "student"))
         with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
             json.dump(cfg.to_dict(), f, indent=2)
-        result = dict(summary)
-        if not args.no_eval:
-            for split in ("id", "ood"):
-                result[f"{split}_accuracy"] = tr.evaluate(tr.eval_splits[split])["accuracy"]
         with open(os.path.join(cfg.out_dir, "result.json"), "w") as f:
             json.dump(result, f, indent=2)
         print(json.dumps(result))
@@ -178,6 +180,8 @@ def build_parser():
     t.add_argument("--steps", type=_positive(int), default=None)
     t.add_argument("--device", default=None)
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
+    t.add_argument("--fsdp", action="store_true", default=None,
+                   help="under torchrun: shard the student with FSDP2 instead of DDP (config key fsdp)")
     t.add_argument("--no-eval", action="store_true")
     e = sub.add_parser("eval", help="accuracy of a trained run on its id and ood splits")
     e.add_argument("--run", required=True, help="the --out directory of `mindcore train`")

@@ -96,6 +96,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     bf16: bool = True                        # autocast on CUDA only
+    fsdp: bool = False                       # under torchrun: shard the student with FSDP2 instead of DDP
     # MIND (MIND.md sections 3-5; OURS values)
     beta: float = 0.7
     tau: float = 1.0                         # TA listwise temperature

@@ -16,6 +16,7 @@ Host syncs: one per optimiser step (the finiteness decision and the logged metri
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -132,7 +133,17 @@ class Trainer:
             self.log = lambda msg: None
         self.model.to(self.device)
         self.core = _Hidden(model)
-        if self.dist.enabled:
+        self.fsdp = cfg.fsdp
+        self._export = None      # under FSDP: rank 0's unsharded copy for evaluation and saving
+        if self.fsdp:
+            if not self.dist.enabled:
+                raise ValueError("config fsdp=true shards the student over processes: run it under torchrun "
+                                 "(torchrun --nproc_per_node N -m mindcore train ...), or set fsdp: false")
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            self._export = copy.deepcopy(model).cpu() if self.dist.is_main else None
+            D.shard_student(self.core, model)
+        elif self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.core = torch.nn.parallel.DistributedDataParallel(self.core, device_ids=ids)
         self.autocast = cfg.bf16 and self.device.type == "cuda"
@@ -327,7 +338,9 @@ class Trainer:
             idx = self._draw(self.sampler)
             batch = self._batch(idx)
             sync = self.dist.enabled and micro < cfg.accum - 1
-            with (self.core.no_sync() if sync else contextlib.nullcontext()):
+            if self.fsdp:  # reduce-scatter on the last micro-batch only
+                self.core.set_requires_gradient_sync(not sync)
+            with (self.core.no_sync() if sync and not self.fsdp else contextlib.nullcontext()):
                 m = self._micro(batch, idx)
                 obj = m.total / cfg.accum
                 if self.ta is not None:
@@ -337,7 +350,7 @@ class Trainer:
             part = dict(scal=torch.stack(vals), alpha=m.alpha.sum(0), pl=(m.path_loss * m.valid).sum(0),
                         nv=m.valid.sum(0).float(), kept=m.kept.sum(0).float(), nq=float(len(idx)))
             acc = part if acc is None else {k: acc[k] + part[k] for k in acc}
-        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        gnorm = D.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, self.device)
         ta_end = self.ta is not None and (self.ta_micro + 1) % cfg.ta_accum_scale == 0
         ta_gn = torch.zeros((), device=self.device)
         if ta_end:
@@ -439,9 +452,14 @@ class Trainer:
 
     # ---------- checkpoint / resume ----------
     def state_dict(self):
+        """Everything a resume needs. Under FSDP a collective (every rank calls; rank 0 gets the weights)."""
+        if self.fsdp:   # full, FQN-keyed: loads on any number of ranks, the model also without FSDP
+            model_s, opt_s = D.full_state(self.model, self.opt)
+        else:
+            model_s, opt_s = self.model.state_dict(), self.opt.state_dict()
         s = {"config": self.cfg.to_dict(), "step": self.step, "ta_warm_done": self.ta_warm_done,
              "ta_micro": self.ta_micro, "tokens_seen": self.tokens_seen, "questions_seen": self.questions_seen, "skipped": self.skipped,
-             "wall_s": self.wall_s, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+             "wall_s": self.wall_s, "model": model_s, "opt": opt_s, "opt_format": "fqn" if self.fsdp else "index",
              "sched": self.sched.state_dict(), "inertia": self.inertia.state_dict(),
              "sampler": self.sampler.state_dict(), "warm_sampler": self.warm_sampler.state_dict(),
              "rng": ckpt.rng_state(), "history_len": len(self.history)}
@@ -452,16 +470,25 @@ class Trainer:
         return s
 
     def save_checkpoint(self, path):
+        s = self.state_dict() if self.fsdp or self.dist.is_main else None
         if self.dist.is_main:
-            ckpt.atomic_save(self.state_dict(), path)
+            ckpt.atomic_save(s, path)
 
     def load_checkpoint(self, path):
         s = ckpt.load(path)
         if s["config"]["mode"] != self.cfg.mode:
             raise ckpt.CheckpointError(f"checkpoint {path!r} is from mode {s['config']['mode']!r}, this run is {self.cfg.mode!r}; "
                                       f"pass --mode {s['config']['mode']} or a fresh --out")
-        self.model.load_state_dict(s["model"])
-        self.opt.load_state_dict(s["opt"])
+        fmt = s.get("opt_format", "index")
+        if fmt != ("fqn" if self.fsdp else "index"):
+            raise ckpt.CheckpointError(f"checkpoint {path!r} was written with fsdp={fmt == 'fqn'}, this run has "
+                                       f"fsdp={self.fsdp}; resume with the same fsdp setting (the weights alone "
+                                       f"load either way: mindcore eval, or build_student on the saved student)")
+        if self.fsdp:
+            D.load_full_state(self.model, s["model"], self.opt, s["opt"])
+        else:
+            self.model.load_state_dict(s["model"])
+            self.opt.load_state_dict(s["opt"])
         self.sched.load_state_dict(s["sched"])
         self.inertia.load_state_dict(s["inertia"])
         self.inertia.to(self.device)
@@ -481,17 +508,38 @@ class Trainer:
             self.history = ckpt.truncate_jsonl(os.path.join(self.out_dir, METRICS_NAME), s["history_len"])
 
     # ---------- evaluation ----------
+    def export_model(self):
+        """The student as one plain module (to evaluate or save): the model itself, or under FSDP rank 0's
+        unsharded CPU copy, refreshed from the shards. A collective under FSDP: every rank calls it, and
+        ranks other than 0 get None."""
+        if not self.fsdp:
+            return self.model
+        model_s, _ = D.full_state(self.model)
+        if self._export is not None:
+            self._export.load_state_dict(model_s)
+        return self._export
+
     def evaluate(self, records, max_n=None):
+        """Greedy accuracy on ``records``. Under torchrun every rank calls it: rank 0 evaluates (the
+        unsharded student under FSDP) and every rank returns its result."""
         if self.evaluate_fn is None:
             raise RuntimeError("Trainer.evaluate: no evaluate_fn was given")
         max_n = self.cfg.eval_max_n if max_n is None else max_n
         recs = records[:max_n] if max_n else records
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                return self.evaluate_fn(self.model, self.tokenizer, recs)
-        finally:
-            self.model.train()
+        model = self.export_model()
+        result = None
+        if self.dist.is_main:
+            if self.fsdp:
+                model.to(self.device)
+            model.eval()
+            try:
+                with torch.no_grad():
+                    result = self.evaluate_fn(model, self.tokenizer, recs)
+            finally:
+                model.train()
+                if self.fsdp:
+                    model.cpu()
+        return D.broadcast_object(result)
 
 
 def load_splits(cfg: TrainConfig, perspectives):

@@ -69,3 +69,49 @@ def test_smollm2_loss_and_grads_equal_stock(smollm2):
     # our hidden gradient moves them as much), so the parameter grads get that tolerance
     for n in g:
         assert _err(g[n], g_ref[n].double()) < 5e-3, n
+
+
+def test_smollm2_hf_trainer_steps_equal_stock(tmp_path):
+    """Two optimiser steps (2 micro-batches each) of MindcoreTrainer equal stock transformers.Trainer's."""
+    datasets = pytest.importorskip("datasets")
+    from mindcore.integrations import MindcoreTrainer
+    path = str(smollm2_dir())
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    texts = ["The capital of France is Paris.", "Two plus two equals four.", "Water boils at 100 degrees.",
+             "A week has seven days.", "The sun rises in the east.", "Cats are mammals, and so are whales.",
+             "Seven times six is forty-two.", "Rain falls from clouds."]
+    rows = [{"input_ids": tok(t)["input_ids"]} for t in texts]
+
+    def collate(batch):
+        enc = tok.pad({"input_ids": [r["input_ids"] for r in batch]}, return_tensors="pt")
+        enc["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        return enc
+
+    def run(cls, out, dtype=torch.float32):
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        args = transformers.TrainingArguments(
+            output_dir=str(out), max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+            learning_rate=0.05, optim="sgd", lr_scheduler_type="constant", logging_steps=1, report_to=[],
+            save_strategy="no", use_cpu=True, seed=0, data_seed=0, dataloader_num_workers=0, disable_tqdm=True,
+            remove_unused_columns=False)
+        tr = cls(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), data_collator=collate)
+        tr.train()
+        return [h["loss"] for h in tr.state.log_history if "loss" in h], model
+
+    ref_losses, ref = run(transformers.Trainer, tmp_path / "stock")
+    losses, got = run(MindcoreTrainer, tmp_path / "mindcore")
+    assert len(losses) == 2
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(ref_losses), rtol=1e-4, atol=1e-5)
+    _, truth = run(transformers.Trainer, tmp_path / "float64", torch.float64)   # the same two steps in float64
+    start = transformers.AutoModelForCausalLM.from_pretrained(path).state_dict()
+
+    def update_error(model):   # of the whole two-step update (all parameters), relative to float64's
+        num = den = 0.0
+        for (n, p), (_, t) in zip(model.named_parameters(), truth.named_parameters()):
+            true_step = t.detach() - start[n].double()
+            num += ((p.detach().double() - start[n].double()) - true_step).pow(2).sum().item()
+            den += true_step.pow(2).sum().item()
+        return (num / den) ** 0.5
+    err, stock_err = update_error(got), update_error(ref)
+    print(f"\nSmolLM2 two Trainer steps, update error vs float64: mindcore {err:.2e}, stock {stock_err:.2e}")
+    assert err <= 2 * stock_err

@@ -19,24 +19,28 @@ def splits():
     return d, tk
 
 
-def tiny_model(tk, seed=0):
+def tiny_model(tk, seed=0, tie=False):
     from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tk), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                      tie_word_embeddings=False, bos_token_id=tk.bos_token_id, eos_token_id=tk.eos_token_id,
+                      tie_word_embeddings=tie, bos_token_id=tk.bos_token_id, eos_token_id=tk.eos_token_id,
                       pad_token_id=tk.pad_token_id, attn_implementation="sdpa")
     return LlamaForCausalLM(cfg)
 
 
-def make_trainer(**overrides) -> Trainer:
+def make_trainer(tie=False, **overrides) -> Trainer:
+    """``tie``: the LM head shares the input embedding (SmolLM-style)."""
     d, tk = splits()
     kw = dict(mode="mind", perspectives=PERSP, steps=4, questions_per_step=2, accum=1, lr=3e-3,
               warmup_steps=1, ta_warmup_steps=2, ta_hidden=16, log_every=1000, max_len=160, eval_max_n=4,
               eval_max_new_tokens=8)
     kw.update(overrides)
     cfg = TrainConfig(**kw)
-    model = tiny_model(tk, cfg.seed)
+    model = tiny_model(tk, cfg.seed, tie)
+    if cfg.lora_r:
+        from mindcore.mind.student import add_lora
+        model = add_lora(model, cfg.lora_r)
 
     def batch_fn(records, golden_only=None):
         return batching.make_batch(records, tk, PERSP, cfg.max_len, golden_only=golden_only)
