@@ -8,7 +8,7 @@ before the inertia update so every rank holds the same state.
 Under FSDP2 the root unit keeps its parameters gathered from its forward to the end of the backward
 (FSDP2 never reshards the root after forward), so the fused loss may read the head weight right after
 the backbone's forward; its gradient is reduce-scattered with the rest of the root unit.
-Checkpoints hold full (unsharded, FQN-keyed) state dicts, so a run resumes on any number of ranks.
+Checkpoints hold full (unsharded, FQN-keyed) state dicts: no shard layout in the file.
 """
 from __future__ import annotations
 
