@@ -453,7 +453,7 @@ class Trainer:
     # ---------- checkpoint / resume ----------
     def state_dict(self):
         """Everything a resume needs. Under FSDP a collective (every rank calls; rank 0 gets the weights)."""
-        if self.fsdp:   # full, FQN-keyed: loads on any number of ranks, the model also without FSDP
+        if self.fsdp:   # full, FQN-keyed (no shard layout): the weights load without FSDP too
             model_s, opt_s = D.full_state(self.model, self.opt)
         else:
             model_s, opt_s = self.model.state_dict(), self.opt.state_dict()
