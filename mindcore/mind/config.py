@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-TA_TARGETS = ("ce", "perspective_normalised")   # "ce" is the paper's (MIND.md section 4); the other is an ablation
+# "ce" is the paper's (MIND.md section 4); the others are ablations (ta.TATarget says what each ranks by)
+TA_TARGETS = ("ce", "perspective_normalised", "answer_span", "loss_improvement")
 MODES = ("single", "uniform", "consistency", "mind", "mind-no-inertia", "mind-no-synergy")
 TA_MODES = ("mind", "mind-no-inertia", "mind-no-synergy")
 CONS_MODES = ("consistency", "mind", "mind-no-inertia", "mind-no-synergy")
@@ -24,7 +25,7 @@ class ConfigError(ValueError):
 _INT_MAX = dict(steps=10**8, questions_per_step=4096, accum=4096, max_len=1 << 17, vocab_size=1 << 22,
                 n_train=10**8, n_id=10**7, n_ood=10**7, ta_hidden=1 << 14, ta_heads=256, ta_score_heads=256,
                 ta_accum_scale=4096, log_every=10**8, ckpt_every=10**8, eval_max_n=10**7,
-                eval_max_new_tokens=1 << 16, eval_batch_size=1 << 16, warmup_steps=10**8, ta_warmup_steps=10**8)
+                eval_max_new_tokens=1 << 16, eval_batch_size=1 << 16, warmup_steps=10**8, primer_steps=10**8, ta_warmup_steps=10**8)
 _FLOAT_MAX = dict(lr=10.0, ta_lr_scale=100.0, ta_warmup_lr_scale=100.0, grad_clip=1e6, weight_decay=10.0,
                   lam=1e3, tau=1e4, tau_s=1e4, min_lr_ratio=1.0)
 
@@ -73,10 +74,12 @@ class TrainConfig:
     n_id: int = 100
     n_ood: int = 100
     data_seed: int = 0
+    max_terms: int = 4                       # built-in chains of 2..max_terms terms (3 or 4; the difficulty knob)
     ood_variants: Optional[list] = None      # built-in OOD variants (teacher.OOD_CANDIDATES); None = teacher.OOD_VARIANTS
     # student
     student: str = "tiny-llama"              # "tiny-llama", "smollm2-135m" or a local HF dir
     vocab_size: int = 320
+    primer_steps: int = 0                    # arithmetic-primer LM steps before distillation (primer.py); 0 = off
     lora_r: int = 0                          # 0 = full fine-tune; > 0 = LoRA adapters of this rank (peft)
     max_len: int = 96
     # optimisation: one step = `accum` micro-batches of `questions_per_step` questions x K paths.
@@ -149,6 +152,8 @@ class TrainConfig:
             bad("protocol", "is unknown", "choose equal_questions (the paper's) or equal_rows (compute-matched)")
         if self.pack not in (None, True, False):
             bad("pack", "must be true, false or null (auto)", "fix the value")
+        if self.max_terms not in (3, 4):
+            bad("max_terms", "must be 3 or 4", "use 4 (the default) or 3 for an easier built-in task")
         if self.ta_target not in TA_TARGETS:
             bad("ta_target", "is unknown", f"choose one of {list(TA_TARGETS)}")
         for name in ("steps", "questions_per_step", "accum", "max_len", "pack_len", "ta_accum_scale", "ta_hidden",
