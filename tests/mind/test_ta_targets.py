@@ -42,8 +42,9 @@ def test_ce_target_is_the_smoothed_loss_and_no_inertia_the_instantaneous():
     assert tgt(pl, torch.tensor([0, 1]), instantaneous=True) is pl
 
 
-def test_answer_span_target_tracks_the_answer_tokens_ce_in_training(tmp_path):
-    tr = make_trainer(ta_target="answer_span", ta_warmup_steps=0, steps=1)
+@pytest.mark.parametrize("pack", [False, True])
+def test_answer_span_target_tracks_the_answer_tokens_ce_in_training(pack):
+    tr = make_trainer(ta_target="answer_span", ta_warmup_steps=0, steps=1, pack=pack)
     idx = tr._draw(tr.sampler)
     batch = tr._batch(idx)
     with torch.no_grad():   # the student's answer-span CE computed directly from the full logits
