@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 _INT_MAX = dict(steps=10**8, questions_per_step=4096, accum=4096, max_len=1 << 17, vocab_size=1 << 22,
                 n_train=10**8, n_id=10**7, n_ood=10**7, ta_hidden=1 << 14, ta_heads=256, ta_score_heads=256,
                 ta_accum_scale=4096, log_every=10**8, ckpt_every=10**8, eval_max_n=10**7,
-                eval_max_new_tokens=1 << 16, eval_batch_size=1 << 16, warmup_steps=10**8, primer_steps=10**8, ta_warmup_steps=10**8)
+                eval_max_new_tokens=1 << 16, eval_batch_size=1 << 16, warmup_steps=10**8, ta_warmup_steps=10**8)
 _FLOAT_MAX = dict(lr=10.0, ta_lr_scale=100.0, ta_warmup_lr_scale=100.0, grad_clip=1e6, weight_decay=10.0,
                   lam=1e3, tau=1e4, tau_s=1e4, min_lr_ratio=1.0)
 
@@ -79,7 +79,6 @@ class TrainConfig:
     # student
     student: str = "tiny-llama"              # "tiny-llama", "smollm2-135m" or a local HF dir
     vocab_size: int = 320
-    primer_steps: int = 0                    # arithmetic-primer LM steps before distillation (primer.py); 0 = off
     lora_r: int = 0                          # 0 = full fine-tune; > 0 = LoRA adapters of this rank (peft)
     max_len: int = 96
     # optimisation: one step = `accum` micro-batches of `questions_per_step` questions x K paths.

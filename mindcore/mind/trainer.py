@@ -177,9 +177,6 @@ class Trainer:
             tk = tok.build_tokenizer(tok.training_texts(splits["train"]), vocab_size=cfg.vocab_size)
         ckpt.seed_all(cfg.seed)  # the same initial student in every mode; python/numpy too, for reproducibility
         model, tk = student.build_student(cfg.student, tokenizer=tk, device=cfg.device)
-        if cfg.primer_steps:   # the same primed student in every mode (primer.py)
-            from .primer import prime
-            prime(model, tk, cfg.primer_steps, cfg.seed, device=cfg.device)
         if cfg.lora_r:
             model = student.add_lora(model, cfg.lora_r)
 
