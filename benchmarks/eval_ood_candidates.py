@@ -9,6 +9,7 @@ the candidate's own most frequent answer (an upper bound on any constant answer)
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -26,7 +27,8 @@ def main(argv):
     study, out = argv[0], argv[1]
     n = int(argv[2]) if len(argv) > 2 else 200
     rep = json.load(open(os.path.join(study, "report.json")))
-    base = dict(rep["config"], n_ood=n * len(OOD_CANDIDATES), ood_variants=list(OOD_CANDIDATES), eval_max_n=None)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}   # a report may name keys since removed
+    base = dict({k: v for k, v in rep["config"].items() if k in known}, n_ood=n * len(OOD_CANDIDATES), ood_variants=list(OOD_CANDIDATES), eval_max_n=None)
     splits = load_splits(TrainConfig(**base), list(data.PERSPECTIVES))
     tk = tok.build_tokenizer(tok.training_texts(splits["train"]), vocab_size=base["vocab_size"])
     by_var = {v: [r for r in splits["ood_eval"] if r.extra["variant"] == v] for v in OOD_CANDIDATES}
