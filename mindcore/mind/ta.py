@@ -93,3 +93,71 @@ def perspective_normalised(target, inertia, K: int):
     per = (v * seen).sum(0) / seen.sum(0).clamp(min=1.0)
     overall = (v * seen).sum() / seen.sum().clamp(min=1.0)
     return target * (overall / per.clamp(min=1e-6))[None]
+
+
+def answer_span_ce(logits, labels, mask):
+    """(R, A, V) logits at each path's answer rows, their labels and mask (R, A) -> (mean CE (R,), tokens (R,))."""
+    logp = torch.log_softmax(logits.detach().float(), -1)
+    nll = -logp.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
+    m = mask.float()
+    return (nll * m).sum(-1) / m.sum(-1).clamp(min=1.0), mask.sum(-1)
+
+
+class TATarget:
+    """What the TA ranks a question's paths by (config ``ta_target``; lower = better for the student).
+
+    ce (the paper's, MIND.md section 4): the inertia-smoothed path CE (the instantaneous CE under
+      mode mind-no-inertia).
+    perspective_normalised (ablation): that loss divided by its perspective's mean (``perspective_normalised``).
+    answer_span (ablation): the student's CE on the answer span only, smoothed per slot like the path CE
+      (its own InertiaState), so template words outside the answer do not count.
+    loss_improvement (ablation): minus the decrease of the smoothed path CE at this visit, in CE units
+      (= L_real - L_smoothed_before; 0 on a slot's first visit): paths the student is improving on rank first.
+    """
+
+    def __init__(self, kind, inertia, K):
+        from .. import InertiaState
+        self.kind, self.inertia, self.K = kind, inertia, K
+        self.answer = (InertiaState(inertia.num_slots, inertia.momentum, device=inertia.device)
+                       if kind == "answer_span" else None)
+
+    @property
+    def needs_answer_logits(self):
+        return self.answer is not None
+
+    def before(self, slots):
+        """Snapshot of the smoothed path loss of ``slots`` before this step's update (loss_improvement only)."""
+        if self.kind != "loss_improvement":
+            return None
+        return self.inertia.value[slots].clone(), self.inertia.count[slots] > 0
+
+    def observe_answer(self, logits, labels, mask, slots, reduce=False):
+        """Update the answer-span state (``reduce``: sum the observation over ranks first)."""
+        ce, tok = answer_span_ce(logits, labels, mask)
+        tok = torch.where(torch.isfinite(ce), tok, 0)   # a non-finite path never reaches the state
+        ce = torch.nan_to_num(ce, nan=0.0, posinf=0.0, neginf=0.0)
+        if reduce:
+            from .distributed import slot_observation
+            ce, tok = slot_observation(ce, tok, slots, self.answer.num_slots)
+            slots = torch.arange(self.answer.num_slots, device=ce.device)
+        self.answer.update(ce, tok, slots)
+
+    def __call__(self, path_loss, slots, before=None, instantaneous=False):
+        b = path_loss.shape[0]
+        if self.kind == "answer_span":
+            return self.answer.value[slots].view(b, -1)
+        if self.kind == "loss_improvement":
+            prev, seen = before
+            now = self.inertia.value[slots]
+            return torch.where(seen, -(prev - now) / (1.0 - self.inertia.momentum), 0.0).view(b, -1)
+        target = path_loss if instantaneous else self.inertia.value[slots].view(b, -1)
+        if self.kind == "perspective_normalised":
+            target = perspective_normalised(target, self.inertia, self.K)
+        return target
+
+    def state_dict(self):
+        return {} if self.answer is None else {"answer": self.answer.state_dict()}
+
+    def load_state_dict(self, state):
+        if self.answer is not None and "answer" in state:
+            self.answer.load_state_dict(state["answer"])

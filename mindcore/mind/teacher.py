@@ -28,7 +28,8 @@ HELD_OUT_PATTERNS = (("-", "-", "-"), ("+", "-", "+"))
 NEW_WORDING = "Compute the following arithmetic problem: {expr} ="   # partly reachable: see the docstring
 OOD_VARIANTS = ("held_out_pattern", "new_wording")
 # Every variant builtin_questions can make; the choice of OOD_VARIANTS is measured (README demo section).
-OOD_CANDIDATES = ("held_out_pattern", "new_wording", "five_terms", "two_digit_start", "basic_arithmetic")
+OOD_CANDIDATES = ("held_out_pattern", "new_wording", "five_terms", "two_digit_start", "basic_arithmetic",
+                  "longer_chain")
 
 
 # ---------------------------------------------------------------- the eight solution styles
@@ -168,8 +169,8 @@ def _rg_stream(seed: int, min_terms: int, max_terms: int, size: int = 1_000_000)
                "expression": item["metadata"]["expression"], "num_terms": item["metadata"]["num_terms"]}
 
 
-def _two_digit_stream(seed: int, rng: random.Random) -> Iterator[dict]:
-    for q in _rg_stream(seed, 2, 4):
+def _two_digit_stream(seed: int, max_terms: int) -> Iterator[dict]:
+    for q in _rg_stream(seed, 2, max_terms):
         nums, ops = parse_expression(q["expression"])
         nums[0] += 10
         expr = " ".join([str(nums[0])] + [t for op, b in zip(ops, nums[1:]) for t in (op, str(b))])
@@ -177,10 +178,10 @@ def _two_digit_stream(seed: int, rng: random.Random) -> Iterator[dict]:
         yield dict(q, question=q["question"].replace(q["expression"], expr), expression=expr, answer=str(total))
 
 
-def _basic_arithmetic_stream(seed: int, size: int = 100_000) -> Iterator[dict]:
+def _basic_arithmetic_stream(seed: int, max_terms: int, size: int = 100_000) -> Iterator[dict]:
     from reasoning_gym.arithmetic.basic_arithmetic import BasicArithmeticDataset, BasicArithmeticDatasetConfig
     ds = BasicArithmeticDataset(BasicArithmeticDatasetConfig(
-        min_terms=2, max_terms=4, min_digits=1, max_digits=1, operators=("+", "-"), allow_parentheses=False,
+        min_terms=2, max_terms=max_terms, min_digits=1, max_digits=1, operators=("+", "-"), allow_parentheses=False,
         allow_negation=False, seed=seed, size=size))
     for i in range(size):
         item = ds[i]
@@ -220,12 +221,19 @@ def _id_accept(rng: random.Random, easy_keep: float):
 
 
 def builtin_questions(seed: int = 0, n_train: int = 480, n_id: int = 200, n_ood: int = 200,
-                      easy_keep: float = 0.3, ood_variants: Iterable[str] = OOD_VARIANTS) -> dict[str, list[dict]]:
-    """Question dicts per split ({"id","question","answer","domain","expression",...}), deduplicated."""
+                      easy_keep: float = 0.3, ood_variants: Iterable[str] = OOD_VARIANTS,
+                      max_terms: int = 4) -> dict[str, list[dict]]:
+    """Question dicts per split ({"id","question","answer","domain","expression",...}), deduplicated.
+
+    ``max_terms`` bounds the chains of train / id_eval (2..max_terms terms; the task's difficulty knob).
+    ``held_out_pattern`` stays 4-term chains and ``five_terms`` 5-term; ``longer_chain`` has max_terms + 1.
+    """
+    if max_terms not in (3, 4):   # 2-term chains have only 200 distinct expressions
+        raise ValueError(f"max_terms={max_terms} must be 3 or 4")
     rng = random.Random(seed)
     base = 1_000_003 * (seed + 1)      # rg items are seeded by seed + index: keep streams far apart
     seen: set = set()
-    id_stream = _rg_stream(base, 2, 4)
+    id_stream = _rg_stream(base, 2, max_terms)
     train = _take(id_stream, n_train, _id_accept(rng, easy_keep), seen)
     id_eval = _take(id_stream, n_id, _id_accept(rng, easy_keep), seen)
     variants = list(ood_variants)
@@ -235,14 +243,16 @@ def builtin_questions(seed: int = 0, n_train: int = 480, n_id: int = 200, n_ood:
         if var == "held_out_pattern":
             qs = _take(_rg_stream(base + 200_000, 4, 4), n, lambda q: _pattern(q["expression"]) in HELD_OUT_PATTERNS, seen)
         elif var == "new_wording":
-            qs = _take(_rg_stream(base + 400_000, 2, 4), n, _id_accept(rng, easy_keep), seen)
+            qs = _take(_rg_stream(base + 400_000, 2, max_terms), n, _id_accept(rng, easy_keep), seen)
             qs = [dict(q, question=NEW_WORDING.format(expr=q["expression"])) for q in qs]
         elif var == "five_terms":
             qs = _take(_rg_stream(base + 600_000, 5, 5), n, lambda q: True, seen)
         elif var == "two_digit_start":   # harder: the chain starts at 10-19 (seen in training only as totals)
-            qs = _take(_two_digit_stream(base + 800_000, rng), n, _id_accept(rng, easy_keep), seen)
+            qs = _take(_two_digit_stream(base + 800_000, max_terms), n, _id_accept(rng, easy_keep), seen)
         elif var == "basic_arithmetic":  # another reasoning-gym family: same operations, its own wording
-            qs = _take(_basic_arithmetic_stream(base + 1_000_000), n, _id_accept(rng, easy_keep), seen)
+            qs = _take(_basic_arithmetic_stream(base + 1_000_000, max_terms), n, _id_accept(rng, easy_keep), seen)
+        elif var == "longer_chain":      # one term more than any training chain
+            qs = _take(_rg_stream(base + 1_200_000, max_terms + 1, max_terms + 1), n, lambda q: True, seen)
         else:
             raise ValueError(f"unknown OOD variant {var!r}; choose from {', '.join(OOD_CANDIDATES)}")
         ood += [dict(q, variant=var) for q in qs]
@@ -256,12 +266,13 @@ def builtin_questions(seed: int = 0, n_train: int = 480, n_id: int = 200, n_ood:
 
 def builtin_splits(seed: int = 0, n_train: int = 480, n_id: int = 200, n_ood: int = 200,
                    perspectives: tuple[str, ...] = PERSPECTIVES, easy_keep: float = 0.3,
-                   slip_rate: float = 0.0, ood_variants: Iterable[str] = OOD_VARIANTS) -> dict[str, list[Record]]:
+                   slip_rate: float = 0.0, ood_variants: Iterable[str] = OOD_VARIANTS,
+                   max_terms: int = 4) -> dict[str, list[Record]]:
     """Records for train / id_eval / ood_eval. Eval records carry all judged paths too (unused by eval)."""
     unknown = [p for p in perspectives if p not in RENDERERS]
     if unknown:
         raise ValueError(f"perspectives {unknown} have no rule-based renderer; choose from {PERSPECTIVES}")
-    qsplits = builtin_questions(seed, n_train, n_id, n_ood, easy_keep, ood_variants)
+    qsplits = builtin_questions(seed, n_train, n_id, n_ood, easy_keep, ood_variants, max_terms)
     judge, rng = _chain_sum_checker(), random.Random(seed + 7)
     out = {}
     for split, qs in qsplits.items():

@@ -34,7 +34,7 @@ from . import distributed as D
 from . import packing, protocols
 from .config import TrainConfig
 from .guard import StepGuard
-from .ta import TeachingAssistant, meta_loss, perspective_normalised, select, uniform_weights
+from .ta import TATarget, TeachingAssistant, meta_loss, select, uniform_weights
 
 CKPT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -152,6 +152,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
         self.inertia = InertiaState(len(train_records) * self.K, cfg.momentum, device=self.device)
         self.ta = self.ta_opt = self.ta_warm_opt = None
+        self.ta_target = TATarget(cfg.ta_target, self.inertia, self.K)
         if cfg.uses_ta:
             torch.manual_seed(cfg.seed + 1)  # TA init independent of how the student was built
             self.ta = TeachingAssistant(model.config.hidden_size, cfg.ta_hidden, cfg.ta_heads,
@@ -270,6 +271,7 @@ class Trainer:
         else:
             alpha, kept = uniform_weights(valid), valid
         common = dict(bias=bb, provider=cfg.provider)
+        before = self.ta_target.before(slots) if self.ta is not None else None
         if self.dist.enabled:  # per-slot sums are all-reduced before the inertia update
             out = perspective_cross_entropy(hidden.to(dt), w, labels, path_ids,
                                             alpha.reshape(r) / b, **common)
@@ -291,9 +293,12 @@ class Trainer:
             cons = answer_consistency(logits.view(b, kq, a, -1), fv.answer_mask.to(dev).view(b, kq, a), alpha)
         meta = zero
         if self.ta is not None:
-            target = path_loss if cfg.mode == "mind-no-inertia" else self.inertia.value[slots].view(b, kq)
-            if cfg.ta_target == "perspective_normalised":  # ablation, never the default
-                target = perspective_normalised(target, self.inertia, self.K)
+            if self.ta_target.needs_answer_logits:   # ablation ta_target=answer_span
+                pos = fv.answer_flat.to(dev)
+                ans = hidden[pos].detach().float() @ weight.detach().float().t()
+                self.ta_target.observe_answer(ans if bias is None else ans + bias.detach().float(), labels[pos],
+                                              fv.answer_mask.to(dev), slots, reduce=self.dist.enabled)
+            target = self.ta_target(path_loss, slots, before, instantaneous=cfg.mode == "mind-no-inertia")
             meta = meta_loss(scores, target, valid, cfg.tau)
         full_alpha = torch.zeros(b, self.K, device=dev)
         full_pl = torch.zeros(b, self.K, device=dev)
@@ -464,7 +469,7 @@ class Trainer:
              "sampler": self.sampler.state_dict(), "warm_sampler": self.warm_sampler.state_dict(),
              "rng": ckpt.rng_state(), "history_len": len(self.history)}
         if self.ta is not None:
-            s.update(ta=self.ta.state_dict(), ta_opt=self.ta_opt.state_dict(),
+            s.update(ta_target=self.ta_target.state_dict(), ta=self.ta.state_dict(), ta_opt=self.ta_opt.state_dict(),
                      ta_warm_opt=self.ta_warm_opt.state_dict(),
                      ta_grads=[None if p.grad is None else p.grad.detach().cpu().clone() for p in self.ta.parameters()])
         return s
@@ -499,6 +504,7 @@ class Trainer:
         self.questions_seen = s.get("questions_seen", 0)
         if self.ta is not None:
             self.ta.load_state_dict(s["ta"])
+            self.ta_target.load_state_dict(s.get("ta_target", {}))
             self.ta_opt.load_state_dict(s["ta_opt"])
             self.ta_warm_opt.load_state_dict(s["ta_warm_opt"])
             for p, g in zip(self.ta.parameters(), s["ta_grads"]):
@@ -555,4 +561,5 @@ def load_splits(cfg: TrainConfig, perspectives):
                 "id_eval": data.load_jsonl(cfg.id_eval_file, perspectives),
                 "ood_eval": data.load_jsonl(cfg.ood_eval_file, perspectives)}
     extra = {"ood_variants": cfg.ood_variants} if cfg.ood_variants else {}
-    return data.builtin_dataset(seed=cfg.data_seed, n_train=cfg.n_train, n_id=cfg.n_id, n_ood=cfg.n_ood, **extra)
+    return data.builtin_dataset(seed=cfg.data_seed, n_train=cfg.n_train, n_id=cfg.n_id, n_ood=cfg.n_ood,
+                                max_terms=cfg.max_terms, **extra)

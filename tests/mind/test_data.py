@@ -159,3 +159,16 @@ def test_judge_drops_wrong_rationales():
     d = builtin_dataset(seed=1, n_train=40, n_id=1, n_ood=2, slip_rate=0.3)["train"]
     counts = [len(r.perspectives) for r in d]
     assert min(counts) < len(PERSPECTIVES) and all(p.answer == r.answer for r in d for p in r.perspectives)
+
+
+def test_max_terms_bounds_train_and_longer_chain_goes_one_past():
+    d = builtin_dataset(seed=3, n_train=80, n_id=20, n_ood=40, max_terms=3,
+                        ood_variants=["longer_chain", "held_out_pattern"])
+    assert {r.extra["num_terms"] for r in d["train"] + d["id_eval"]} == {2, 3}
+    by = {v: [r.extra["num_terms"] for r in d["ood_eval"] if r.extra["variant"] == v]
+          for v in ("longer_chain", "held_out_pattern")}
+    assert set(by["longer_chain"]) == {4} and set(by["held_out_pattern"]) == {4} and len(by["longer_chain"]) == 20
+    assert {r.extra["num_terms"] for r in builtin_dataset(seed=3, n_train=80, n_id=1, n_ood=5,
+                                                          ood_variants=["longer_chain"])["ood_eval"]} == {5}
+    with pytest.raises(ValueError, match="max_terms"):
+        builtin_dataset(seed=3, n_train=8, n_id=1, n_ood=1, max_terms=2)

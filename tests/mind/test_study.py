@@ -33,6 +33,12 @@ def test_tiny_study_report(tmp_path):
     from mindcore.mind.study_merge import merge, ood_variants
     merged = merge(rep, rep)
     assert set(merged["mean_alpha_mind"]) == set(PERSP) and merged["mind_seeds"] == 2
+    assert merged["ablations"] == {}
+    abl = json.loads(json.dumps(rep))
+    abl["config"]["ta_target"] = "answer_span"
+    merged = merge(rep, rep, abl)
+    assert set(merged["ablations"]) == {"answer_span"} and merged["ablations"]["answer_span"]["seeds"] == 2
+    assert merged["ablations"]["answer_span"]["mean_alpha"] == merged["mean_alpha_mind"]
     assert set(ood_variants(rep)["mind"]) >= {"id", "held_out_pattern"}
     text = format_table(rep)
     assert "protocol equal_questions (default, the paper's)" in text and "protocol equal_rows" in text
