@@ -2,7 +2,7 @@
 
 The optimisers never step on a bad step, so the weights and Adam moments are safe by construction. Two
 things move before the finiteness verdict is known: the inertia state (the fused op updates it inside
-the forward, from whichever paths came out finite) and the Teaching Assistant's gradient window (its
+the forward, from whichever paths came out finite; also the answer_span ablation's own state) and the Teaching Assistant's gradient window (its
 optimiser steps every ``ta_accum_scale`` steps, so gradients of earlier good steps sit in ``.grad``).
 A snapshot taken before the step restores both, and the TA window counter, on a skip. The TA window is
 checked every step (not only at its end), so a bad gradient is dropped on the step that made it and
@@ -16,6 +16,8 @@ class StepGuard:
         self.value = trainer.inertia.value.clone()
         self.count = trainer.inertia.count.clone()
         self.ta_micro = trainer.ta_micro
+        answer = getattr(getattr(trainer, "ta_target", None), "answer", None)   # ablation answer_span's state
+        self.answer = None if answer is None else (answer.value.clone(), answer.count.clone())
         self.ta_grads = None
         if trainer.ta is not None:
             self.ta_grads = [None if p.grad is None else p.grad.detach().clone() for p in trainer.ta.parameters()]
@@ -30,6 +32,8 @@ class StepGuard:
     def restore(self, trainer):
         trainer.inertia.assign(self.value, self.count)
         trainer.ta_micro = self.ta_micro
+        if self.answer is not None:
+            trainer.ta_target.answer.assign(*self.answer)
         if self.ta_grads is not None:
             for p, g in zip(trainer.ta.parameters(), self.ta_grads):
                 p.grad = g

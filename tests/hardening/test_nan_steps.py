@@ -29,7 +29,7 @@ def _plan(seed):
     return {("warm", rng.randrange(1, OPTS["ta_warmup_steps"])): "hidden", **{("train", s): k for s, k in train.items()}}
 
 
-KEEP = ("model", "opt", "ta", "ta_opt", "ta_warm_opt", "inertia", "ta_grads", "ta_micro")
+KEEP = ("model", "opt", "ta", "ta_opt", "ta_warm_opt", "inertia", "ta_grads", "ta_micro", "ta_target")
 
 
 def _frozen(s):
@@ -116,6 +116,25 @@ def test_planted_nonfinite_steps_are_skipped_exactly(tmp_path, seed):
             assert b["step"] == a["step"] + 1 and b["skipped"] == a["skipped"] + 1
     assert all(torch.isfinite(p).all() for p in tr.model.parameters())
     assert torch.isfinite(tr.inertia.value).all()
+
+
+def test_answer_span_target_state_restored_on_skip(tmp_path, monkeypatch):
+    """The answer_span ablation keeps its own smoothed state, updated in the forward from finite values
+    before the step's verdict: a skipped step (inf head gradient) leaves it as it was, and without the
+    guard's restore of it the same plant does move it."""
+    plan = {("train", 2): "grad", ("train", 4): "grad"}
+    _, checks, msgs = _run(tmp_path / "guarded", plan, steps=6, ta_warmup_steps=2, ta_target="answer_span")
+    assert len(checks) == 2 and len(msgs) == 2
+    for k, before, after in checks:
+        assert before["ta_target"] and _equal(before["ta_target"], after["ta_target"]), k
+    original = StepGuard.restore
+
+    def restore_but_answer(self, tr):
+        self.answer = None
+        original(self, tr)
+    monkeypatch.setattr(StepGuard, "restore", restore_but_answer)
+    _, checks, _ = _run(tmp_path / "unguarded", plan, steps=6, ta_warmup_steps=2, ta_target="answer_span")
+    assert any(not _equal(b["ta_target"], a["ta_target"]) for _, b, a in checks)
 
 
 def test_planting_is_not_vacuous(tmp_path, monkeypatch):
