@@ -283,6 +283,7 @@ class Trainer:
         path_loss = out.path_loss.view(b, kq)
         zero = hidden.new_zeros((), dtype=torch.float32)
         cons = zero
+        ans_logits = None   # answer-row logits, shared with the answer_span target when both need them
         if cfg.uses_cons and student_grad and kq > 1 and cfg.lam > 0:
             pos = fv.answer_flat.to(dev)
             h_ans = hidden[pos]   # (r, A, d): the answer-span rows of every path
@@ -290,14 +291,18 @@ class Trainer:
             if bias is not None:
                 logits = logits + bias.float()
             a = pos.shape[1]
+            ans_logits = logits.detach()
             cons = answer_consistency(logits.view(b, kq, a, -1), fv.answer_mask.to(dev).view(b, kq, a), alpha)
         meta = zero
         if self.ta is not None:
             if self.ta_target.needs_answer_logits:   # ablation ta_target=answer_span
                 pos = fv.answer_flat.to(dev)
-                ans = hidden[pos].detach().float() @ weight.detach().float().t()
-                self.ta_target.observe_answer(ans if bias is None else ans + bias.detach().float(), labels[pos],
-                                              fv.answer_mask.to(dev), slots, reduce=self.dist.enabled)
+                if ans_logits is None:
+                    ans_logits = hidden[pos].detach().float() @ weight.detach().float().t()
+                    if bias is not None:
+                        ans_logits = ans_logits + bias.detach().float()
+                self.ta_target.observe_answer(ans_logits, labels[pos], fv.answer_mask.to(dev), slots,
+                                              reduce=self.dist.enabled)
             target = self.ta_target(path_loss, slots, before, instantaneous=cfg.mode == "mind-no-inertia")
             meta = meta_loss(scores, target, valid, cfg.tau)
         full_alpha = torch.zeros(b, self.K, device=dev)

@@ -19,6 +19,7 @@ from mindcore.mind import checkpoint as ckpt
 pytestmark = pytest.mark.slow
 
 KILLS = 20
+STEPS = 64        # > the most the plan's kills can advance: 8 in-save x 2 + 9 random x 3 + 3 startup x 1
 STOP_TIMEOUT_S = 90       # a killed rank must bring the whole torchrun job down within this
 PRESET = """mode: mind
 n_train: 24
@@ -58,9 +59,11 @@ def _segment(cmd, out, how, rng, log):
     start_mtime, t0 = _mtime(path), time.monotonic()
     with open(log, "ab") as err:
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=ENV)
+    # Each kind of kill lets a segment advance at most a few steps, whatever the machine's speed, so a
+    # run of STEPS steps always outlasts the plan (a fixed sleep let a fast machine finish early).
     if how == "startup":   # during imports, data building, or the checkpoint load / metrics truncation
         deadline = t0 + rng.uniform(0.5, 12.0)
-        while time.monotonic() < deadline and p.poll() is None:
+        while time.monotonic() < deadline and p.poll() is None and _mtime(path) == start_mtime:
             time.sleep(0.01)
     else:                  # training is under way once a new checkpoint lands
         while p.poll() is None and _mtime(path) == start_mtime:
@@ -69,8 +72,11 @@ def _segment(cmd, out, how, rng, log):
             while p.poll() is None and not _tmp_files(out):
                 time.sleep(0.001)
             time.sleep(rng.uniform(0.0, 0.03))
-        else:
-            time.sleep(rng.uniform(0.0, 1.5))
+        else:              # a random moment within the next step, timed from this machine's last one
+            t1, m1 = time.monotonic(), _mtime(path)
+            while p.poll() is None and _mtime(path) == m1:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, time.monotonic() - t1))
     if p.poll() is not None:
         assert p.returncode == 0, open(log).read()[-3000:]
         return "finished"
@@ -99,7 +105,7 @@ def _same(a, b):
 def test_sigkill_resume_is_bitwise_identical(tmp_path):
     rng = random.Random(20261203)
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(PRESET.format(steps=48))
+    cfg.write_text(PRESET.format(steps=STEPS))
     ref, run, log = tmp_path / "ref", tmp_path / "run", tmp_path / "stderr.log"
     t0 = time.monotonic()
     subprocess.run(_cmd(cfg, ref), check=True, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -123,7 +129,7 @@ def test_sigkill_resume_is_bitwise_identical(tmp_path):
     assert stats["killed"] >= KILLS, f"the run finished after {stats['killed']} kills; raise steps"
     assert stats["in_save"] >= 1
     a, b = _load_all(ref), _load_all(run)
-    assert a[0]["step"] == 48
+    assert a[0]["step"] == STEPS
     _same(a[0], b[0])          # weights, TA, inertia, optimisers, schedule, samplers, RNG, counters
     assert a[1] == b[1]        # metrics.jsonl row for row
     _same(a[2], b[2])          # the saved student

@@ -45,7 +45,7 @@ def test_tiny_study_report(tmp_path):
 
 
 def test_budget_limits_seeds(tmp_path):
-    rep = run_study(str(tmp_path), BASE, modes=["single", "mind"], seeds=5, budget_s=1.0, threads=1, log=lambda m: None)
+    rep = run_study(str(tmp_path), BASE, modes=["single", "mind"], seeds=5, budget_s=1e-3, threads=1, log=lambda m: None)
     assert rep["seeds_run"] == 1 and "budget" in rep["seed_stop_reason"]
 
 
