@@ -169,7 +169,60 @@ def summarise(results, outcomes, modes, protocols, perspectives, solo):
     out["modes"] = out["protocols"][out["default_protocol"]]["modes"]
     if solo:
         out["ta_diagnosis"] = diagnose(results, perspectives)
+        out["solo_runs"] = {k: v for k, v in results.items() if k.startswith("solo:")}   # per seed, for join_seeds
     return out
+
+
+def _read_metrics(path):
+    with open(path) as f:
+        return [json.loads(ln) for ln in f if ln.strip()]
+
+
+def join_seeds(out_dir, run_dirs):
+    """One report from studies of the same config and data that ran different seeds (e.g. in parallel
+    processes): per-seed results and per-question outcomes are concatenated and summarised again."""
+    reps = [json.load(open(os.path.join(d, "report.json"))) for d in run_dirs]
+    outs = [json.load(open(os.path.join(d, "outcomes.json"))) for d in run_dirs]
+    same = lambda r: ({k: v for k, v in r["config"].items() if k != "seed"}, r["data"], r["perspectives"],  # noqa: E731
+                      list(r["protocols"]), list(r["modes"]), sorted(r.get("solo_runs", {})))
+    for d, r in zip(run_dirs[1:], reps[1:]):
+        if same(r) != same(reps[0]):
+            raise ValueError(f"run_dirs: {d} is not the same study as {run_dirs[0]} (config, data, modes or "
+                             f"protocols differ); join only seeds of one config")
+    results, outcomes, seen = {}, {}, set()
+    for d, r, o in zip(run_dirs, reps, outs):
+        per_key = {e["run"]: e["seeds"] for b in r["protocols"].values() for e in b["modes"].values()}
+        per_key.update(r.get("solo_runs", {}))
+        for key, rows in per_key.items():
+            for row in rows:
+                if (key, row["seed"]) in seen:
+                    raise ValueError(f"run_dirs: seed {row['seed']} of {key} is in two studies ({d}); "
+                                     f"join studies that ran different seeds")
+                seen.add((key, row["seed"]))
+            results.setdefault(key, []).extend(rows)
+            outcomes.setdefault(key, []).extend(o[key])
+    protocols, modes = list(reps[0]["protocols"]), list(reps[0]["modes"])
+    report = summarise(results, outcomes, modes, protocols, reps[0]["perspectives"], bool(reps[0].get("solo_runs")))
+    machines = sorted({r["machine"] for r in reps})
+    report.update(seeds_run=sum(r["seeds_run"] for r in reps), seeds_requested=sum(r["seeds_requested"] for r in reps),
+                  seed_stop_reason=f"joined from {len(reps)} studies: " + "; ".join(r["seed_stop_reason"] for r in reps),
+                  seed_wall_s=[t for r in reps for t in r["seed_wall_s"]], budget_s=reps[0]["budget_s"],
+                  machine=machines[0] if len(machines) == 1 else machines, threads=reps[0]["threads"],
+                  perspectives=reps[0]["perspectives"], golden=reps[0]["golden"], config=reps[0]["config"],
+                  data=reps[0]["data"], joined_from=[os.path.abspath(d) for d in run_dirs])
+    from .plots import plot_study
+    first = os.path.join(run_dirs[0], "seed0")   # loss and alpha curves: the first study's first seed
+    histories = {k: _read_metrics(os.path.join(first, k.replace(":", "_"), "metrics.jsonl")) for k in results
+                 if os.path.exists(os.path.join(first, k.replace(":", "_"), "metrics.jsonl"))}
+    os.makedirs(out_dir, exist_ok=True)
+    report["plots"] = [os.path.basename(p) for p in plot_study(report, histories, out_dir)]
+    report["study_wall_s"] = [r["wall_s"] for r in reps]
+    report["wall_s"] = round(sum(report["study_wall_s"]), 1)
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(out_dir, "outcomes.json"), "w") as f:
+        json.dump(outcomes, f)
+    return report
 
 
 def diagnose(results, perspectives):
@@ -240,7 +293,10 @@ def format_table(report):
                          f"{(f'{a:.3f}' if a is not None else '-'):>8}")
         if d.get("spearman_alpha_vs_solo_mind") is not None:
             lines.append(f"Spearman(alpha, solo id) = {d['spearman_alpha_vs_solo_mind']:+.2f}")
-    lines.append(f"total wall time {report['wall_s']:.0f} s")
+    if report.get("study_wall_s"):
+        lines.append("wall time of the joined studies: " + ", ".join(f"{s:.0f} s" for s in report["study_wall_s"]))
+    else:
+        lines.append(f"total wall time {report['wall_s']:.0f} s")
     return "\n".join(lines)
 
 

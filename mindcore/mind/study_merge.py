@@ -1,4 +1,6 @@
-"""Join studies on the same data: `python -m mindcore.mind.study_merge MAIN SOLO OUT [ABLATION ...]`.
+"""Join studies on the same data: `python -m mindcore.mind.study_merge MAIN SOLO OUT [ABLATION ...]`,
+or `python -m mindcore.mind.study_merge --seeds OUT RUN [RUN ...]` for one config's seeds run apart
+(study.join_seeds: one report.json, outcomes.json and plots, as if one study had run them all).
 
 MAIN holds the mode comparison (its `mind` runs give the TA's mean alpha, default target), SOLO the
 solo students (and possibly an ablation's mind runs), each ABLATION a study of `mind` under another
@@ -65,6 +67,12 @@ def ood_variants(*reports) -> dict:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--seeds"]:
+        if len(argv) < 3:
+            raise SystemExit("usage: python -m mindcore.mind.study_merge --seeds OUT_DIR RUN_DIR [RUN_DIR ...]")
+        from .study import format_table, join_seeds
+        print(format_table(join_seeds(argv[1], argv[2:])))
+        return
     if len(argv) < 3:
         raise SystemExit("usage: python -m mindcore.mind.study_merge MAIN_DIR SOLO_DIR OUT_DIR [ABLATION_DIR ...]")
     main_rep, solo_rep, *abl = (json.load(open(os.path.join(d, "report.json"))) for d in argv[:2] + argv[3:])

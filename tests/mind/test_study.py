@@ -59,3 +59,31 @@ def test_train_cli_runs_a_study_preset(tmp_path):
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 0
     rep = json.load(open(tmp_path / "run" / "report.json"))
     assert set(rep["modes"]) == {"single", "mind"} and list(rep["protocols"]) == ["equal_questions"]
+
+
+def _strip_times(x):
+    if isinstance(x, dict):
+        return {k: _strip_times(v) for k, v in x.items() if k not in ("train_wall_s", "eval_wall_s")}
+    if isinstance(x, list):
+        return [_strip_times(v) for v in x]
+    return x
+
+
+def test_join_seeds_equals_one_study_of_all_seeds(tmp_path):
+    import pytest
+    from mindcore.mind.study import join_seeds
+    kw = dict(modes=["single", "mind"], protocols=["equal_questions"], solo=True, threads=1, log=lambda m: None)
+    both = run_study(str(tmp_path / "both"), BASE, seeds=2, **kw)
+    run_study(str(tmp_path / "s0"), BASE, seeds=1, **kw)
+    run_study(str(tmp_path / "s1"), dict(BASE, seed=1), seeds=1, **kw)
+    joined = join_seeds(str(tmp_path / "joined"), [str(tmp_path / "s0"), str(tmp_path / "s1")])
+    assert joined["seeds_run"] == 2 and [r["seed"] for r in joined["modes"]["mind"]["seeds"]] == [0, 1]
+    for key in ("protocols", "ta_diagnosis", "solo_runs"):
+        assert _strip_times(joined[key]) == _strip_times(both[key]), key
+    assert json.load(open(tmp_path / "joined" / "outcomes.json")) == json.load(open(tmp_path / "both" / "outcomes.json"))
+    assert (tmp_path / "joined" / "accuracy.png").exists() and "joined studies" in format_table(joined)
+    with pytest.raises(ValueError, match="seed 0 of .* is in two studies"):
+        join_seeds(str(tmp_path / "j2"), [str(tmp_path / "s0"), str(tmp_path / "both")])
+    run_study(str(tmp_path / "other"), dict(BASE, seed=1, lr=0.5), seeds=1, **kw)
+    with pytest.raises(ValueError, match="not the same study"):
+        join_seeds(str(tmp_path / "j3"), [str(tmp_path / "s0"), str(tmp_path / "other")])
