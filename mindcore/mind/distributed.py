@@ -57,6 +57,12 @@ def all_reduce_(tensor, op="sum"):
     return tensor
 
 
+def barrier():
+    """Every rank waits here (no-op without a process group)."""
+    if current().enabled:
+        dist.barrier()
+
+
 def average_grads_(params):
     """Mean of each parameter's grad across ranks (one flat all-reduce)."""
     info = current()

@@ -416,7 +416,8 @@ class Trainer:
         last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
         out_dir = out_dir or cfg.out_dir
         self.out_dir = out_dir
-        if out_dir and resume and os.path.exists(os.path.join(out_dir, CKPT_NAME)):
+        # rank 0 decides: every rank resumes, or none does (a split decision deadlocks the first collective)
+        if out_dir and resume and D.broadcast_object(os.path.exists(os.path.join(out_dir, CKPT_NAME))):
             self.load_checkpoint(os.path.join(out_dir, CKPT_NAME))
         elif out_dir and self.dist.is_main:
             os.makedirs(out_dir, exist_ok=True)
@@ -483,6 +484,7 @@ class Trainer:
         s = self.state_dict() if self.fsdp or self.dist.is_main else None
         if self.dist.is_main:
             ckpt.atomic_save(s, path)
+        D.barrier()  # no rank goes on (and may resume from this file) before it is written
 
     def load_checkpoint(self, path):
         s = ckpt.load(path)

@@ -58,6 +58,43 @@ def test_two_ranks_match_one_process(tmp_path):
             assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
 
 
+def _slow_save_worker(rank, world, port, out_dir):
+    """Rank 0 takes seconds to write its checkpoint; rank 1 must not decide on resume before it is there."""
+    import datetime
+    import time
+
+    from mindcore.mind import checkpoint as ckpt
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    # a short timeout: a split resume decision fails here in a minute instead of hanging for 30
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=90))
+    try:
+        save = ckpt.atomic_save
+        ckpt.atomic_save = lambda s, p: (time.sleep(3), save(s, p))
+        run = os.path.join(out_dir, "run")
+        # FSDP: building the sharded student has no collective, so nothing else holds rank 1 back
+        make_trainer(questions_per_step=2, fsdp=True, **OPTS).train(out_dir=run, stop_at=2)
+        resumed = make_trainer(questions_per_step=2, fsdp=True, **OPTS)
+        resumed.train(out_dir=run, resume=True)
+        # both ranks resumed at step 2: one new step, no second TA warm-up (rank 0 also reloads the log's rows)
+        steps = [r["step"] for r in resumed.history if r["phase"] == "train"]
+        assert steps == ([3] if rank else [1, 2, 3]), resumed.history
+        if rank:
+            assert len(resumed.history) == 1, resumed.history
+        torch.save({"model": {k: v.full_tensor() for k, v in resumed.model.state_dict().items()}},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
+def test_resume_waits_for_rank0_checkpoint(tmp_path):
+    mp.spawn(_slow_save_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    for k in r0["model"]:
+        assert torch.equal(r0["model"][k], r1["model"][k]), k
+
+
 # ---------- FSDP2 (fsdp: true): the student sharded over the 2 ranks ----------
 def _fsdp_worker(rank, world, port, out_dir, extra):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
